@@ -1,0 +1,42 @@
+"""Flash-VStream (real-time long-video-stream understanding with STAR memory) as a native transformers model.
+
+Importing the package registers the model with the transformers Auto classes, so `AutoConfig`, `AutoModel`,
+`AutoModelForImageTextToText` and `AutoProcessor` resolve to the classes below for `model_type="flash_vstream"`.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
+
+from .modeling import (
+    FlashVStreamConfig,
+    FlashVStreamForConditionalGeneration,
+    FlashVStreamMemory,
+    FlashVStreamModel,
+    FlashVStreamPreTrainedModel,
+)
+from .processing import FlashVStreamProcessor
+
+__version__ = "0.1.0"
+
+AutoConfig.register(FlashVStreamConfig.model_type, FlashVStreamConfig, exist_ok=True)
+AutoModel.register(FlashVStreamConfig, FlashVStreamModel, exist_ok=True)
+AutoModelForImageTextToText.register(FlashVStreamConfig, FlashVStreamForConditionalGeneration, exist_ok=True)
+AutoProcessor.register(FlashVStreamConfig, FlashVStreamProcessor, exist_ok=True)
+
+__all__ = [
+    "FlashVStreamConfig",
+    "FlashVStreamForConditionalGeneration",
+    "FlashVStreamMemory",
+    "FlashVStreamModel",
+    "FlashVStreamPreTrainedModel",
+    "FlashVStreamProcessor",
+    "StreamingSession",
+]
+
+
+def __getattr__(name: str):
+    # The streaming runtime is imported on first use, so `import flash_vstream_hf` stays light.
+    if name == "StreamingSession":
+        from .streaming import StreamingSession
+
+        return StreamingSession
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

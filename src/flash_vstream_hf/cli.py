@@ -1,0 +1,36 @@
+"""The `flash-vstream` command (also `python -m flash_vstream_hf`).
+
+Each subcommand lives in its own module exposing `add_arguments(parser)` and `run(args) -> int`; modules are
+imported when the command line is parsed, so they keep heavy imports (torch, transformers) inside `run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS = {
+    "demo": ("flash_vstream_hf.demo", "run the built-in demo: a tiny model on a generated video, offline, on CPU"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flash-vstream", description="Flash-VStream: ask questions about video streams.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        subparser = subparsers.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(subparser)
+        subparser.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

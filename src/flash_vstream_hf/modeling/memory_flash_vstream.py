@@ -1,0 +1,201 @@
+"""`FlashVStreamMemory`: the STAR memory of one or more video streams, handled like `past_key_values`.
+
+The memory lives for a whole stream, the text KV cache for one answer: `generate()` builds its own KV cache on
+every call, so two questions never mix. The object holds an immutable `StarState`; an update builds the next
+state and swaps it in, so a `snapshot()` taken by a reader stays consistent while another thread ingests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .star_memory import StarLayout, StarState, empty_state
+
+FILE_FORMAT = "flash_vstream_memory"
+FILE_VERSION = "1"
+
+
+class FlashVStreamMemory:
+    """Bounded, deterministic memory of `batch_size` video streams.
+
+    Create it with `model.update_memory(pixel_values_videos)` (or `FlashVStreamMemory.from_config`), pass it
+    back to `update_memory` for every new frame or batch of frames, and to `forward`/`generate` as
+    `video_memory=` to ask about what it holds.
+
+    Example:
+        ```python
+        memory = model.update_memory(frames)            # frames: [B, T, 3, H, W]
+        memory = model.update_memory(next_frames, memory)
+        inputs = processor(text=prompt, num_video_tokens=memory.get_seq_length(), return_tensors="pt")
+        model.generate(**inputs, video_memory=memory)
+        ```
+    """
+
+    def __init__(self, layout: StarLayout, state: StarState):
+        self.layout = layout
+        self._state = state
+        self._update_lock = threading.Lock()
+
+    @classmethod
+    def from_config(
+        cls,
+        config,
+        batch_size: int = 1,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> FlashVStreamMemory:
+        """An empty memory for a `FlashVStreamConfig`, its k-means generator seeded with `config.memory_seed`."""
+        layout = StarLayout.from_config(config)
+        return cls(layout, empty_state(layout, batch_size, device, dtype))
+
+    # -- state ------------------------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> StarState:
+        """The current immutable state (read it once and keep the reference for a consistent view)."""
+        return self._state
+
+    @property
+    def update_lock(self) -> threading.Lock:
+        """Held by `update_memory` while it builds the next state, so two writers cannot lose an update."""
+        return self._update_lock
+
+    def swap(self, state: StarState) -> None:
+        """Install a new state (atomic for readers: they see the old or the new one, never a mix)."""
+        self._state = state
+
+    @property
+    def frames_seen(self) -> int:
+        return self._state.frames_seen
+
+    @property
+    def batch_size(self) -> int:
+        return self._state.batch_size
+
+    @property
+    def device(self) -> torch.device:
+        return self._state.current.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._state.current.dtype
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the memory; fixed by the layout, whatever the number of frames seen."""
+        return self._state.nbytes
+
+    def get_seq_length(self) -> int:
+        """Number of memory tokens the language model sees (the number of `<video>` placeholders to use)."""
+        return self.layout.num_tokens(self._state.frames_seen)
+
+    def snapshot(self) -> FlashVStreamMemory:
+        """A memory frozen at the current state; later updates of this one do not change it. No copy is made."""
+        return FlashVStreamMemory(self.layout, self._state)
+
+    def reset(self) -> None:
+        """Forget every frame and re-seed the k-means generator, keeping batch size, device and dtype."""
+        self.swap(empty_state(self.layout, self.batch_size, self.device, self.dtype))
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> FlashVStreamMemory:
+        """Move the memory (in place, like `nn.Module.to`); sizes stay float32 and the generator on CPU."""
+
+        def move(name: str, tensor: torch.Tensor) -> torch.Tensor:
+            if name == "generator_state":
+                return tensor
+            if name == "temporal_sizes" or dtype is None:
+                return tensor.to(device)
+            return tensor.to(device, dtype)
+
+        self.swap(self._state.map_tensors(move))
+        return self
+
+    # -- batch operations, as on a transformers Cache -------------------------------------------------------
+
+    def batch_select_indices(self, indices: torch.Tensor | list[int]) -> None:
+        """Keep only the streams at `indices` (in that order)."""
+        index = torch.as_tensor(indices, dtype=torch.long)
+        if index.numel() and (index.min() < 0 or index.max() >= self.batch_size):
+            raise IndexError(f"indices must be in [0, {self.batch_size}), got {index.tolist()}")
+        self.swap(self._state.map_tensors(lambda name, t: t if name == "generator_state" else t[index.to(t.device)]))
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        """Reorder the streams for beam search (same as `batch_select_indices`)."""
+        self.batch_select_indices(beam_idx)
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        """Repeat every stream `repeats` times, e.g. to ask several samples about each stream."""
+        self.swap(
+            self._state.map_tensors(
+                lambda name, t: t if name == "generator_state" else t.repeat_interleave(repeats, dim=0)
+            )
+        )
+
+    # -- persistence --------------------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the memory to a safetensors file. The file is replaced atomically: a crash never leaves a
+        half-written memory behind, and an existing file is only replaced by a complete one."""
+        state = self._state
+        tensors = {name: t.detach().contiguous().cpu() for name, t in state.tensors().items()}
+        metadata = {
+            "format": FILE_FORMAT,
+            "version": FILE_VERSION,
+            "frames_seen": str(state.frames_seen),
+            "layout": json.dumps(self.layout.to_dict()),
+        }
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(handle)
+        try:
+            save_file(tensors, tmp_name, metadata=metadata)
+            os.replace(tmp_name, path)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: torch.device | str | None = None) -> FlashVStreamMemory:
+        """Read a memory written by `save`; a resumed stream continues exactly as the uninterrupted one."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no memory file at {path}")
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                metadata = f.metadata() or {}
+                tensors = {name: f.get_tensor(name) for name in f.keys()}
+        except Exception as error:  # safetensors raises its own error types for corrupt headers
+            raise ValueError(f"{path} is not a readable safetensors memory file: {error}") from error
+        if metadata.get("format") != FILE_FORMAT:
+            raise ValueError(f"{path} is not a Flash-VStream memory file (format {metadata.get('format')!r})")
+        if metadata.get("version") != FILE_VERSION:
+            raise ValueError(f"{path} has memory format version {metadata.get('version')!r}, expected {FILE_VERSION}")
+        layout = StarLayout(**json.loads(metadata["layout"]))
+        expected = empty_state(layout, 1, "meta", tensors["current"].dtype)
+        missing = set(expected.tensors()) - set(tensors)
+        if missing:
+            raise ValueError(f"{path} lacks memory tensors {sorted(missing)}")
+        for name, reference in expected.tensors().items():
+            if name != "generator_state" and tensors[name].shape[1:] != reference.shape[1:]:
+                raise ValueError(
+                    f"{path}: tensor {name} has shape {tuple(tensors[name].shape)}, the layout needs "
+                    f"[batch, {', '.join(map(str, reference.shape[1:]))}]"
+                )
+        state = StarState(frames_seen=int(metadata["frames_seen"]), **tensors)
+        memory = cls(layout, state)
+        return memory.to(device) if device is not None else memory
+
+    def __repr__(self) -> str:
+        return (
+            f"FlashVStreamMemory(batch_size={self.batch_size}, frames_seen={self.frames_seen}, "
+            f"tokens={self.get_seq_length()}, nbytes={self.nbytes}, dtype={self.dtype}, device={self.device})"
+        )
