@@ -13,6 +13,7 @@ import sys
 # name -> (module, one-line help)
 COMMANDS = {
     "demo": ("flash_vstream_hf.demo", "run the built-in demo: a tiny model on a generated video, offline, on CPU"),
+    "bench": ("flash_vstream_hf.benchmarks.cli", "benchmarks: STAR memory vs the alternatives (--quick for CI)"),
 }
 
 
