@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """One `flash-vstream bench --quick` run shared by the tests below: (stdout, parsed JSON)."""
+    """One `flash-vstream bench --quick` run shared by the tests below: (stdout, parsed JSON, JSON path)."""
     import contextlib
     import io
 
@@ -34,11 +34,11 @@ def quick_run(tmp_path_factory):
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         assert cli_main(["bench", "--quick", "--json", str(path)]) == 0
-    return stdout.getvalue(), json.loads(path.read_text())
+    return stdout.getvalue(), json.loads(path.read_text()), path
 
 
 def test_quick_run_prints_every_table(quick_run):
-    stdout, _ = quick_run
+    stdout, _, _ = quick_run
     for heading in ("Memory update cost per frame", "Peak RSS vs frames seen", "Time to first token",
                     "Ingest with the ViT-L/14-shaped vision tower", "Targets"):  # fmt: skip
         assert heading in stdout
@@ -57,7 +57,7 @@ def test_quick_run_prints_every_table(quick_run):
 
 
 def test_quick_run_json_is_complete(quick_run):
-    _, results = quick_run
+    _, results, _ = quick_run
     assert results["sizes"] == "quick"
     assert results["machine"]["cpu_count"] >= 1 and results["machine"]["matmul_gflops_fp32"] > 0
 
@@ -91,6 +91,14 @@ def test_quick_run_json_is_complete(quick_run):
 
     assert len(results["targets"]) == 5
     assert all(t["met"] is None for t in results["targets"])  # --quick never claims a target
+
+
+def test_from_json_prints_the_saved_run_again(quick_run, capsys):
+    stdout, _, path = quick_run
+    assert cli_main(["bench", "--from-json", str(path)]) == 0
+    reprinted = capsys.readouterr().out
+    tables = [line for line in stdout.splitlines() if line.startswith("|")]
+    assert tables == [line for line in reprinted.splitlines() if line.startswith("|")]
 
 
 def test_python_m_benchmarks_entry_point(monkeypatch, capsys):
@@ -160,6 +168,8 @@ def test_targets_are_judged_from_the_measured_rows():
     # real time is judged one frame per call; batching shows up only as a comparison
     assert checks["real_time"]["met"] is False and "1.50 frames/s" in checks["real_time"]["detail"]
     assert all(c["met"] is None for c in evaluate_targets(results, evaluate=False))
+    update[1]["ms_per_frame"] = 2.5  # twice as fast at 100,000 frames is as far from flat as twice as slow
+    assert {c["target"]: c for c in evaluate_targets(results)}["update_flat"]["met"] is False
 
 
 def test_markdown_table_shape():

@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
     parser.add_argument("--json", help="where to write the results (default benchmarks/results/bench-<sizes>.json)")
     parser.add_argument(
+        "--from-json", metavar="PATH", help="measure nothing: print the tables and targets of a saved results file"
+    )
+    parser.add_argument(
         "--threads", type=_positive_int, default=os.cpu_count() or 1,
         help="torch intra-op threads for the vision tower and the language model (default: all cores)",
     )  # fmt: skip
@@ -54,6 +57,8 @@ def _log(message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import dataclasses
+    import json
+    from pathlib import Path
 
     import torch
 
@@ -66,64 +71,48 @@ def run(args: argparse.Namespace) -> int:
     from .ttft import measure_ttft
     from .update_cost import measure_update_cost
 
+    if args.from_json:
+        results = json.loads(Path(args.from_json).read_text())
+        results["targets"] = report.evaluate_targets(results, evaluate=results["sizes"] == "full")
+        print(report.render(results))
+        return 0
+
     sizes = QUICK if args.quick else FULL
     if args.llm_layers:
         sizes = dataclasses.replace(sizes, llm={**sizes.llm, "num_hidden_layers": args.llm_layers})
     json_path = args.json or os.path.join("benchmarks", "results", f"bench-{sizes.name}.json")
     started = time.perf_counter()
+    settings = {name: value for name, value in vars(args).items() if name not in ("run", "command", "from_json")}
 
     with torch_threads(args.threads):
         results: dict = {
             "suite": "flash-vstream-hf benchmarks",
             "sizes": sizes.name,
-            "settings": {**vars(args), "sizes": dataclasses.asdict(sizes)},
+            "settings": {**settings, "sizes": dataclasses.asdict(sizes)},
             "machine": machine_info(args.threads, quick=args.quick),
         }
-        results["settings"].pop("run", None)
-        machine = results["machine"]
-        print(f"# Flash-VStream benchmarks ({sizes.name} sizes)\n")
-        print(
-            f"Machine: {machine['cpu']}, {machine['cpu_count']} cores, {machine['memory_gib']} GiB; torch "
-            f"{machine['torch']}, transformers {machine['transformers']}; {args.threads} threads (memory-only work: "
-            f"{args.memory_threads}); load average at start {machine['load_average_start']}; measured matmul "
-            f"{machine['matmul_gflops_fp32']} GFLOP/s fp32, {machine['matmul_gflops_bf16'] or 'not measured'} "
-            "GFLOP/s bf16.\n"
-        )
-        print(
-            "Shapes: CLIP ViT-L/14 features (16x16 patches x 1024), released STAR layout (681 tokens), random "
-            f"weights. Language model: {sizes.llm_description}.\n",
-            flush=True,
-        )
+        print(report.header(results) + "\n", flush=True)
         if "update" in args.only:
             _log("update cost and peak RSS ...")
             results["update"] = measure_update_cost(
                 sizes, args.memory_threads, getattr(torch, args.memory_dtype), int(args.original_max_gb * 2**30), _log
             )
-            print(report.update_tables(results["update"]) + "\n", flush=True)
+            print(report.section("update", results) + "\n", flush=True)
         if "ttft" in args.only or "ingest" in args.only:
             _log("building the model ...")
             model = bench_model(sizes)
             if "ttft" in args.only:
                 _log("time to first token ...")
                 results["ttft"] = measure_ttft(model, sizes, args.memory_threads, _log)
-                print(report.ttft_table(results["ttft"]) + "\n", flush=True)
+                print(report.section("ttft", results) + "\n", flush=True)
             if "ingest" in args.only:
                 _log("ingest ...")
                 results["ingest"] = measure_ingest(model, sizes, args.threads, args.memory_threads, _log)
-                print(report.ingest_table(results["ingest"]) + "\n", flush=True)
-            flops = results.get("ingest", {}).get("vision_gflop_per_frame")
-            if flops:
-                floor = flops / machine["matmul_gflops_fp32"]
-                results["ingest"]["vision_compute_floor_s"] = floor
-                print(
-                    f"Vision compute floor at the measured fp32 matmul rate: {flops:.0f} GFLOP / "
-                    f"{machine['matmul_gflops_fp32']} GFLOP/s = {floor:.2f} s per frame "
-                    f"(at most {1 / floor:.2f} frames/s).\n"
-                )
-        results["targets"] = report.evaluate_targets(results, evaluate=not args.quick)
+                print(report.section("ingest", results) + "\n", flush=True)
+        results["targets"] = report.evaluate_targets(results, evaluate=sizes.name == "full")
         results["machine"]["load_average_end"] = load_average()
         results["seconds"] = round(time.perf_counter() - started, 1)
-        print("Targets\n\n" + report.targets_table(results["targets"]) + "\n")
+        print(report.footer(results))
         path = report.write_json(results, json_path)
         print(f"Ran in {results['seconds']:.0f} s; load average at end {load_average()}; results in {path}")
     return 0

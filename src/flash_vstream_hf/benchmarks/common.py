@@ -30,14 +30,21 @@ def torch_threads(num_threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of `repeats` calls of `fn` (the median resists spikes from other processes)."""
+def time_calls(fn: Callable[[], object], repeats: int) -> list[float]:
+    """Wall times in seconds of `repeats` calls of `fn`."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
+
+
+def summary_ms(seconds: list[float], per: int = 1) -> dict:
+    """`ms_per_frame` as the median of `seconds / per` (the median resists bursts of load from other processes)
+    and the samples, so a reader can see the spread."""
+    samples = [s / per * 1e3 for s in seconds]
+    return {"ms_per_frame": statistics.median(samples), "samples_ms": [round(x, 3) for x in samples]}
 
 
 # -- resident memory ------------------------------------------------------------------------------------------

@@ -112,6 +112,7 @@ def measure_ttft(model, sizes: Sizes, memory_threads: int, log: Callable[[str], 
                 "tokens": tokens,
                 "prompt_tokens": tokens + text_tokens,
                 "seconds": statistics.median(measured) if measured else None,
+                "samples_s": [round(x, 3) for x in measured] if measured else [],
                 **({} if measured else {"note": f"{tokens + text_tokens:,} prompt tokens > {context:,} context"}),
             }
         )

@@ -9,7 +9,6 @@ update (append + offline re-consolidation of all frames) is timed.
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 from functools import partial
@@ -23,10 +22,11 @@ from .common import (
     SyntheticFeatureStream,
     abstract_attention,
     current_rss,
-    median_seconds,
     peak_rss,
     released_layout,
     reset_peak_rss,
+    summary_ms,
+    time_calls,
     torch_threads,
 )
 from .sizes import Sizes
@@ -64,8 +64,8 @@ def measure_update_cost(
     }
 
 
-def _time_updates(step, state, frames: list[torch.Tensor], repeats: int) -> tuple[float, object]:
-    """Median seconds to apply `frames` one by one from the same `state`, over `repeats` runs (the immutable
+def _time_updates(step, state, frames: list[torch.Tensor], repeats: int) -> tuple[list[float], object]:
+    """Seconds to apply `frames` one by one from the same `state`, for each of `repeats` runs (the immutable
     state makes every run do the same work), and the state they lead to."""
     times = []
     for _ in range(repeats):
@@ -73,7 +73,7 @@ def _time_updates(step, state, frames: list[torch.Tensor], repeats: int) -> tupl
         for features in frames:
             current = step(current, features)
         times.append(time.perf_counter() - start)
-    return statistics.median(times), current
+    return times, current
 
 
 def _add_all(window: RecentWindow, frames: list[torch.Tensor]) -> None:
@@ -101,14 +101,14 @@ def _stream_star_and_window(layout, attention, stream, sizes, dtype, log) -> lis
         # empty, they are re-seeded and it runs all its iterations. Timed from the same state, then dropped.
         static_seconds, _ = _time_updates(step, state, [cycle[0]] * CYCLE, sizes.update_repeats)
         star_seconds, state = _time_updates(step, state, cycle, sizes.update_repeats)
-        window_seconds = median_seconds(partial(_add_all, window, cycle), sizes.update_repeats)
+        window_seconds = time_calls(partial(_add_all, window, cycle), sizes.update_repeats)
         peak = peak_rss()
         rows.append(
             {
                 "method": "star",
                 "frames_seen": checkpoint,
-                "ms_per_frame": star_seconds / CYCLE * 1e3,
-                "static_ms_per_frame": static_seconds / CYCLE * 1e3,
+                **summary_ms(star_seconds, CYCLE),
+                "static_ms_per_frame": summary_ms(static_seconds, CYCLE)["ms_per_frame"],
                 "peak_rss_mb": _mb(peak),
                 "rss_mb": _mb(current_rss()),
                 "state_mb": _mb(state.nbytes),  # fixed by the layout
@@ -119,7 +119,7 @@ def _stream_star_and_window(layout, attention, stream, sizes, dtype, log) -> lis
             {
                 "method": "window",
                 "frames_seen": checkpoint,
-                "ms_per_frame": window_seconds / CYCLE * 1e3,
+                **summary_ms(window_seconds, CYCLE),
                 "peak_rss_mb": None,  # streamed in the same process as STAR: its peak is STAR's
                 "state_mb": _mb(window_bytes),
             }
@@ -158,12 +158,12 @@ def _released(layout, attention, stream, sizes, max_bytes, log) -> list[dict]:
             buffer = torch.cat([buffer, pooled.to(buffer.dtype)])
         frame = pool_spatial(stream.frame(checkpoint), layout.spatial_pool_size)[0, 0]
         update = partial(released_update, buffer, frame, layout, attention, generator)
-        seconds = median_seconds(update, sizes.original_repeats)
+        seconds = time_calls(update, sizes.original_repeats)
         rows.append(
             {
                 "method": "original",
                 "frames_seen": checkpoint,
-                "ms_per_frame": seconds * 1e3,
+                **summary_ms(seconds),
                 "peak_rss_mb": _mb(peak_rss()),
                 "state_mb": _mb(buffer.numel() * buffer.element_size()),
             }
