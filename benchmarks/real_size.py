@@ -169,6 +169,7 @@ def random_features(config: FlashVStreamConfig, frames: int, device, generator) 
 
 
 def measure_variant(path: Path, variant: str, config, device: torch.device, args) -> dict:
+    gc.collect()  # the previous model (or the checkpoint writer's) must be gone before the peak is reset
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import bitsandbytes as bnb
-from transformers import BitsAndBytesConfig
+from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
 
 from flash_vstream_hf import FlashVStreamForConditionalGeneration, FlashVStreamModel
 from flash_vstream_hf.tiny import tiny_model, tiny_processor
@@ -91,10 +91,11 @@ def test_base_model_defaults_use_its_own_module_names(checkpoint):
     assert type(model.vision_tower.encoder.layers[0].mlp.fc1) is nn.Linear
 
 
-def test_dict_quantization_config_gets_the_defaults_too(checkpoint):
-    model = FlashVStreamForConditionalGeneration.from_pretrained(
+def test_auto_class_and_dict_config_get_the_defaults_too(checkpoint):
+    model = AutoModelForImageTextToText.from_pretrained(
         checkpoint, quantization_config={"quant_method": "bitsandbytes", **NF4}
     )
+    assert isinstance(model, FlashVStreamForConditionalGeneration)
     assert quantized_names(model, bnb.nn.Linear4bit) == language_model_linears(model)
 
 
