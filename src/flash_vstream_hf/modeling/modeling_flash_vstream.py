@@ -102,7 +102,7 @@ class FlashVStreamPreTrainedModel(PreTrainedModel):
     input_modalities = ("video", "text")
     supports_gradient_checkpointing = True
     _skip_keys_device_placement = ["past_key_values", "video_memory"]
-    # Each does a matmul between its own layers' outputs, so device_map must not split it.
+    # One device each: the attention multiplies the outputs of its two projections; the projector is two small layers.
     _no_split_modules = ["FlashVStreamAbstractMemoryAttention", "FlashVStreamMultiModalProjector"]
     # Modules bitsandbytes leaves in the compute dtype unless `llm_int8_skip_modules` is given: only the language
     # model's linear layers are quantized. Full names from this class's root (matched from the start).
