@@ -105,7 +105,10 @@ def test_user_skip_list_replaces_the_defaults(checkpoint):
     quantized = quantized_names(model, bnb.nn.Linear4bit)
     assert "model.vision_tower.encoder.layers.0.mlp.fc1" in quantized
     assert "model.multi_modal_projector.linear_1" in quantized
+    assert "model.abstract_memory_attention.q_proj" in quantized
     assert type(model.lm_head) is nn.Linear
+    memory = model.update_memory(torch.randn(1, 12, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    assert memory.dtype == torch.float32 and torch.isfinite(model.get_video_features(memory)).all()
     # The documented way to add to the defaults: extend the class's list.
     extra = "model.language_model.layers.0"
     skip = [*FlashVStreamForConditionalGeneration.quantization_skip_modules, extra]
