@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .mapping import VISION_PREFIX, build_config, check_supported, plan_keys
+from .mapping import KeyPlan, build_config, check_supported, plan_keys
 from .original_checkpoint import OriginalCheckpoint, resolve_input
 from .tokenizer import build_tokenizer
 from .vision_tower import load_vision_config, load_vision_tower, vision_config_from_shapes, vision_shape_keys
@@ -137,22 +138,9 @@ def convert_checkpoint(
         if key not in shapes:
             raise ValueError(f"the checkpoint has no {key}")
 
-    external_vision: dict[str, torch.Tensor] = {}
-    if vision_tower_from_checkpoint:
-        vision_source = "the CLIP copy embedded in the checkpoint"
-        if vision_tower is not None:
-            vision_config = load_vision_config(vision_tower)
-            vision_source += f" (config from {vision_tower})"
-        else:
-            vision_config = vision_config_from_shapes(keys, shapes)
-    else:
-        vision_tower = vision_tower or original.get("mm_vision_tower")
-        if not vision_tower:
-            raise ValueError("config.json has no mm_vision_tower; pass --vision-tower")
-        vision_config, clip_state = load_vision_tower(vision_tower)
-        external_vision = {f"model.vision_tower.{name}": tensor for name, tensor in clip_state.items()}
-        vision_source = str(vision_tower)
-
+    vision_config, external_vision, vision_source = _vision_tower(
+        original, keys, shapes, vision_tower, vision_tower_from_checkpoint
+    )
     tokenizer = build_tokenizer(source, model_max_length=original.get("max_position_embeddings"))
     original_vocab = shapes[ORIGINAL_EMBEDDINGS][0]
     video_token_id = tokenizer.video_token_id
@@ -175,39 +163,70 @@ def convert_checkpoint(
     report = ConversionReport(output, vision_source, dtype, original_vocab, vocab_size, video_token_id)
     report.dropped = plan.dropped_by_reason()
     output.mkdir(parents=True, exist_ok=True)
-    writer = ShardedSafetensorsWriter(output, max_shard_size)
     try:
-        for name, tensor in external_vision.items():
-            _write(writer, name, tensor, expected, dtype)
-        del external_vision
-        seen = set()
-        for shard in checkpoint.iter_shards():
-            for key, tensor in shard:
-                if key in plan.dropped:
-                    seen.add(key)
-                    continue
-                if key not in plan.renamed or key in seen:
-                    raise ValueError(f"{key} is stored twice, or in a shard its index does not list")
-                seen.add(key)
-                name = plan.renamed[key]
-                if name in EMBEDDINGS:
-                    tensor = grow_rows(tensor, vocab_size)
-                _write(writer, name, tensor, expected, dtype)
-                del tensor
-        unread = sorted(set(plan.renamed) - seen)
-        if unread:
-            raise ValueError(f"the index lists keys that its shards do not hold: {unread[:20]}")
-        report.shards = writer.finish()
+        report.shards, report.bytes_written = _write_weights(
+            checkpoint, plan, external_vision, expected, dtype, vocab_size, output, max_shard_size
+        )
     except BaseException:
         for partial in output.glob("*.partial"):
             partial.unlink()
         raise
-    report.tensors_written, report.bytes_written = len(expected), writer.total_bytes
+    report.tensors_written = len(expected)
 
     config.save_pretrained(output)
     report.notes += save_generation_config(checkpoint.folder, config, output)
     save_processor(config, tokenizer, output)
     return report
+
+
+def _vision_tower(
+    original: dict, keys: list[str], shapes: dict, vision_tower: str | None, from_checkpoint: bool
+) -> tuple[dict, dict[str, torch.Tensor], str]:
+    """CLIP vision config, the CLIP tensors to write (empty when they come from the checkpoint) and a
+    description of their source."""
+    if from_checkpoint:
+        if vision_tower is not None:
+            return load_vision_config(vision_tower), {}, f"the CLIP copy embedded in the checkpoint (config from {vision_tower})"
+        return vision_config_from_shapes(keys, shapes), {}, "the CLIP copy embedded in the checkpoint"
+    vision_tower = vision_tower or original.get("mm_vision_tower")
+    if not vision_tower:
+        raise ValueError("config.json has no mm_vision_tower; pass --vision-tower")
+    vision_config, clip_state = load_vision_tower(vision_tower)
+    tensors = {f"model.vision_tower.{name}": clip_state.pop(name) for name in list(clip_state)}
+    return vision_config, tensors, str(vision_tower)
+
+
+def _write_weights(
+    checkpoint: OriginalCheckpoint,
+    plan: KeyPlan,
+    external_vision: dict[str, torch.Tensor],
+    expected: dict[str, tuple[int, ...]],
+    dtype: torch.dtype,
+    vocab_size: int,
+    output: Path,
+    max_shard_size: int | str,
+) -> tuple[list[str], int]:
+    """Stream every kept tensor into output shards, one input shard at a time; returns shard names and bytes."""
+    writer = ShardedSafetensorsWriter(output, max_shard_size)
+    for name in list(external_vision):  # popped so each fp32 CLIP tensor is freed once written
+        _write(writer, name, external_vision.pop(name), expected, dtype)
+    seen: set[str] = set()
+    for shard in checkpoint.iter_shards():
+        for key, tensor in shard:
+            if key in seen or (key not in plan.renamed and key not in plan.dropped):
+                raise ValueError(f"{key} is stored twice, or in a shard its index does not list")
+            seen.add(key)
+            if key in plan.renamed:
+                name = plan.renamed[key]
+                if name in EMBEDDINGS:
+                    tensor = grow_rows(tensor, vocab_size)
+                _write(writer, name, tensor, expected, dtype)
+        tensor = None  # the last tensor would keep the shard's memory map alive
+        writer.release_inputs()
+    unread = sorted(set(plan.renamed) - seen)
+    if unread:
+        raise ValueError(f"the index lists keys that its shards do not hold: {unread[:20]}")
+    return writer.finish(), writer.total_bytes
 
 
 def _write(writer, name: str, tensor: torch.Tensor, expected: dict, dtype: torch.dtype) -> None:
@@ -287,19 +306,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    report = convert_checkpoint(
-        args.input,
-        args.output,
-        vision_tower=args.vision_tower,
-        vision_tower_from_checkpoint=args.vision_tower_from_checkpoint,
-        dtype=args.dtype,
-        max_shard_size=args.max_shard_size,
-        revision=args.revision,
-    )
-    print(report.summary())
-    if args.push_to_hub:
-        from .export_hub import export_hub, push_to_hub
+    from .export_hub import export_hub, push_to_hub
 
-        export_hub(args.output)
-        push_to_hub(args.output, args.push_to_hub, private=args.private, dry_run=args.dry_run)
+    try:
+        report = convert_checkpoint(
+            args.input,
+            args.output,
+            vision_tower=args.vision_tower,
+            vision_tower_from_checkpoint=args.vision_tower_from_checkpoint,
+            dtype=args.dtype,
+            max_shard_size=args.max_shard_size,
+            revision=args.revision,
+        )
+        print(report.summary())
+        if args.push_to_hub:
+            export_hub(args.output)
+            push_to_hub(args.output, args.push_to_hub, private=args.private, dry_run=args.dry_run)
+    except (OSError, ValueError, RuntimeError, ImportError) as error:
+        print(f"flash-vstream convert: error: {error}", file=sys.stderr)
+        return 1
     return 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -114,8 +115,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    written = export_hub(args.folder, args.model_card)
-    print(f"added to {args.folder}: {', '.join(written)}")
-    if args.push_to_hub:
-        push_to_hub(args.folder, args.push_to_hub, private=args.private, dry_run=args.dry_run)
+    try:
+        written = export_hub(args.folder, args.model_card)
+        print(f"added to {args.folder}: {', '.join(written)}")
+        if args.push_to_hub:
+            push_to_hub(args.folder, args.push_to_hub, private=args.private, dry_run=args.dry_run)
+    except (OSError, ValueError) as error:
+        print(f"flash-vstream export-hub: error: {error}", file=sys.stderr)
+        return 1
     return 0

@@ -40,6 +40,14 @@ class ShardedSafetensorsWriter:
         self._pending_bytes += size
         self.total_bytes += size
 
+    def release_inputs(self) -> None:
+        """Called at the end of each input shard, so no pending tensor keeps that shard's memory map (and the
+        pages read from it) alive: pending tensors are written if they fill half a shard, else copied to RAM."""
+        if self._pending_bytes >= self.max_bytes // 2:
+            self._flush()
+        else:
+            self._pending = {name: tensor.clone() for name, tensor in self._pending.items()}
+
     def _flush(self) -> None:
         index = len(self._shards) + 1
         save_file(self._pending, self.folder / f"model-{index:05d}.partial", metadata={"format": "pt"})
