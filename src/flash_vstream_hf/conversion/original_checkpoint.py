@@ -57,10 +57,6 @@ class OriginalCheckpoint:
         weight_files, weight_map = find_weight_files(folder)
         return cls(folder, config, weight_files, weight_map)
 
-    @property
-    def is_safetensors(self) -> bool:
-        return self.weight_files[0].suffix == ".safetensors"
-
     def keys(self) -> list[str]:
         """All tensor names, without reading tensor data (from the index, or each file's header)."""
         if self.weight_map is not None:
@@ -84,7 +80,7 @@ class OriginalCheckpoint:
         return found
 
     def iter_shards(self) -> Iterator[Iterator[tuple[str, torch.Tensor]]]:
-        """One iterator of `(key, tensor)` per weight file; a file's tensors are released when the next starts."""
+        """One iterator of `(key, tensor)` per weight file, read one file at a time (see `iter_tensors`)."""
         for path in self.weight_files:
             yield iter_tensors(path)
 
