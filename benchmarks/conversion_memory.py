@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -115,10 +114,9 @@ def write_checkpoint(folder: Path, layers: int) -> list[int]:
     index = {"metadata": {"total_size": sum(nbytes(*shapes[k]) for k in shapes)}, "weight_map": weight_map}
     (folder / "pytorch_model.bin.index.json").write_text(json.dumps(index))
     (folder / "config.json").write_text(json.dumps(released_config(layers)))
-    (folder / "generation_config.json").write_text(
-        json.dumps({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "temperature": 0.9, "top_p": 0.6,
-                    "max_length": 4096, "transformers_version": "4.31.0"})  # fmt: skip
-    )
+    generation = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "temperature": 0.9, "top_p": 0.6,
+                  "max_length": 4096, "transformers_version": "4.31.0"}  # fmt: skip
+    (folder / "generation_config.json").write_text(json.dumps(generation))
     write_tokenizer(folder)
     return sizes
 
@@ -149,7 +147,9 @@ def write_tokenizer(folder: Path) -> None:
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
     vocab.update({f"<0x{b:02X}>": 3 + b for b in range(256)})
     vocab.update({f"▁w{i}": i for i in range(len(vocab), 32000)})
-    Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True)).save(str(folder / "tokenizer.json"))
+    Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True)).save(
+        str(folder / "tokenizer.json")
+    )
     (folder / "tokenizer_config.json").write_text(json.dumps(
         {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}))  # fmt: skip
 
@@ -210,7 +210,9 @@ def main() -> int:
         out_shards = sorted(converted.glob("*.safetensors"))
         print(f"\nconverted in {seconds:.0f} s into {len(out_shards)} shard(s) of "
               f"{', '.join(f'{p.stat().st_size / GB:.2f}' for p in out_shards)} GB")  # fmt: skip
-        print(f"input: {sum(shard_sizes) / GB:.2f} GB in {len(shard_sizes)} .bin shard(s), largest {max(shard_sizes) / GB:.2f} GB")
+        print(
+            f"input: {sum(shard_sizes) / GB:.2f} GB in {len(shard_sizes)} .bin shard(s), largest {max(shard_sizes) / GB:.2f} GB"
+        )
         print(f"peak RSS of the converter (getrusage): {peak_rss / GB:.2f} GB")
         print(f"  sampled peaks: RSS {sampler.peaks['VmRSS'] / GB:.2f} GB, anonymous {sampler.peaks['RssAnon'] / GB:.2f} GB, "
               f"file-backed (memory-mapped shard pages the kernel can drop) {sampler.peaks['RssFile'] / GB:.2f} GB")  # fmt: skip

@@ -44,7 +44,9 @@ def test_every_original_tensor_is_used_once_or_dropped_with_a_reason(original, c
     assert {k for k in dropped if k.startswith("model.attention_model.")} == {
         f"model.attention_model.{m}.{p}" for m in ("v_proj", "out_proj", "out_ln") for p in ("weight", "bias")
     }
-    assert {k for k in dropped if k.startswith(VISION_PREFIX)} == {k for k in original_keys if k.startswith(VISION_PREFIX)}
+    assert {k for k in dropped if k.startswith(VISION_PREFIX)} == {
+        k for k in original_keys if k.startswith(VISION_PREFIX)
+    }
     assert all(reason for reason in dropped.values())
     # everything else became exactly one model tensor; the vision tower came from --vision-tower
     used = original_keys - set(dropped)
@@ -67,7 +69,10 @@ def test_weights_are_the_original_tensors(original, checkpoint, converted):
     state = original.state_dict()
     for new, old in names.items():
         assert torch.equal(ours[new], state[old]), new
-    for new, old in (("model.language_model.embed_tokens.weight", "model.embed_tokens.weight"), ("lm_head.weight", "lm_head.weight")):
+    for new, old in (
+        ("model.language_model.embed_tokens.weight", "model.embed_tokens.weight"),
+        ("lm_head.weight", "lm_head.weight"),
+    ):
         assert torch.equal(ours[new][:SP_VOCAB_SIZE], state[old])
     # CLIP comes from --vision-tower, not from the (different) copy embedded in the checkpoint
     for name, tensor in clip.state_dict().items():
@@ -82,7 +87,10 @@ def test_vocabulary_grows_to_a_multiple_of_64_with_mean_rows(original, converted
     assert model.config.video_token_id == report.video_token_id == SP_VOCAB_SIZE
     assert model.config.text_config.vocab_size == report.vocab_size == 448
     state = original.state_dict()
-    for new, old in (("model.language_model.embed_tokens.weight", "model.embed_tokens.weight"), ("lm_head.weight", "lm_head.weight")):
+    for new, old in (
+        ("model.language_model.embed_tokens.weight", "model.embed_tokens.weight"),
+        ("lm_head.weight", "lm_head.weight"),
+    ):
         grown = model.state_dict()[new]
         assert grown.shape == (448, 64)
         torch.testing.assert_close(grown[SP_VOCAB_SIZE:], state[old].mean(0).expand(48, -1))
@@ -152,11 +160,20 @@ def test_safetensors_input_and_sharded_output(original, checkpoint, converted, t
 
 def test_vision_tower_from_the_checkpoint(original, checkpoint, tmp_path):
     root, _ = checkpoint
-    report = convert_checkpoint(str(root / "original"), tmp_path / "out", vision_tower_from_checkpoint=True, dtype="float32")
+    report = convert_checkpoint(
+        str(root / "original"), tmp_path / "out", vision_tower_from_checkpoint=True, dtype="float32"
+    )
     model = FlashVStreamForConditionalGeneration.from_pretrained(tmp_path / "out")
     vision = original.embedded_clip
     # the architecture is read from the shapes (64-dim heads, as in OpenAI CLIP)
-    for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size", "patch_size"):
+    for name in (
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "image_size",
+        "patch_size",
+    ):
         assert getattr(model.config.vision_config, name) == getattr(vision.config, name), name
     for name, tensor in vision.state_dict().items():
         assert torch.equal(model.state_dict()[f"model.vision_tower.{name}"], tensor), name

@@ -94,7 +94,12 @@ def test_text_only_and_multi_turn_prompts_match_the_original(processor):
     ]
     prompt = processor.apply_chat_template(turns, add_generation_prompt=True)
     original = vicuna_v1_prompt(
-        [("USER", "<image>\n" + QUESTIONS[0]), ("ASSISTANT", "A dog runs."), ("USER", "And then?"), ("ASSISTANT", None)],
+        [
+            ("USER", "<image>\n" + QUESTIONS[0]),
+            ("ASSISTANT", "A dog runs."),
+            ("USER", "And then?"),
+            ("ASSISTANT", None),
+        ],
         system=VICUNA_SYSTEM,
     )
     assert prompt == original.replace("<image>", "<video>")
@@ -124,7 +129,10 @@ def test_saved_tokenizer_and_processor_keep_the_behaviour(processor, tmp_path):
     reloaded = AutoProcessor.from_pretrained(tmp_path)
     assert type(AutoTokenizer.from_pretrained(tmp_path)).__name__ == "TokenizersBackend"
     prompt = processor.apply_chat_template(user_turn(QUESTIONS[2]), add_generation_prompt=True)
-    assert reloaded(text=prompt, num_video_tokens=3)["input_ids"] == processor(text=prompt, num_video_tokens=3)["input_ids"]
+    assert (
+        reloaded(text=prompt, num_video_tokens=3)["input_ids"]
+        == processor(text=prompt, num_video_tokens=3)["input_ids"]
+    )
     assert reloaded.tokenizer.padding_side == "left" and reloaded.tokenizer.pad_token_id == 0
     answer = "A man walks  his dog."
     ids = reloaded.tokenizer(answer, add_special_tokens=False)["input_ids"]

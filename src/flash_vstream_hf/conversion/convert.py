@@ -52,9 +52,10 @@ class ConversionReport:
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
+        dtype = str(self.dtype).removeprefix("torch.")
         lines = [
-            f"converted into {self.output}: {self.tensors_written} tensors, {self.bytes_written / 1e9:.2f} GB "
-            f"{str(self.dtype).removeprefix('torch.')} in {len(self.shards)} shard(s)",
+            f"converted into {self.output}: {self.tensors_written} tensors, {self.bytes_written / 1e9:.2f} GB {dtype} "
+            f"in {len(self.shards)} shard(s)",
             f"vision tower: {self.vision_source}",
             f"vocabulary: {self.original_vocab_size} + <video> (id {self.video_token_id}) -> {self.vocab_size} rows; "
             "new rows of embed_tokens and lm_head are the mean of the original rows",
@@ -150,7 +151,9 @@ def convert_checkpoint(
             "the tokenizer files do not belong to these weights"
         )
     vocab_size = math.ceil((original_vocab + 1) / VOCAB_MULTIPLE) * VOCAB_MULTIPLE
-    config = build_config(original, vision_config, shapes[ORIGINAL_ATTENTION_QUERY][0], vocab_size, video_token_id, dtype)
+    config = build_config(
+        original, vision_config, shapes[ORIGINAL_ATTENTION_QUERY][0], vocab_size, video_token_id, dtype
+    )
 
     expected = expected_shapes(config)
     produced = set(plan.renamed.values()) | set(external_vision)
@@ -186,7 +189,11 @@ def _vision_tower(
     description of their source."""
     if from_checkpoint:
         if vision_tower is not None:
-            return load_vision_config(vision_tower), {}, f"the CLIP copy embedded in the checkpoint (config from {vision_tower})"
+            return (
+                load_vision_config(vision_tower),
+                {},
+                f"the CLIP copy embedded in the checkpoint (config from {vision_tower})",
+            )
         return vision_config_from_shapes(keys, shapes), {}, "the CLIP copy embedded in the checkpoint"
     vision_tower = vision_tower or original.get("mm_vision_tower")
     if not vision_tower:
@@ -289,7 +296,9 @@ def save_processor(config, tokenizer, output: Path) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", required=True, help="original checkpoint folder, or Hub repo id (IVGSZ/Flash-VStream-7b)")
+    parser.add_argument(
+        "--input", required=True, help="original checkpoint folder, or Hub repo id (IVGSZ/Flash-VStream-7b)"
+    )
     parser.add_argument("--output", required=True, help="new or empty output folder")
     parser.add_argument("--vision-tower", help="CLIP folder or Hub id (default: the checkpoint's mm_vision_tower)")
     parser.add_argument(

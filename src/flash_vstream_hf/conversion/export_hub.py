@@ -57,7 +57,9 @@ def export_hub(folder: str | Path, model_card: str | Path | None = None) -> list
             raise FileNotFoundError(f"{folder} has no {required}; export a folder written by `flash-vstream convert`")
     config = json.loads((folder / "config.json").read_text())
     if config.get("model_type") != "flash_vstream":
-        raise ValueError(f"{folder}/config.json is not a Flash-VStream config (model_type {config.get('model_type')!r})")
+        raise ValueError(
+            f"{folder}/config.json is not a Flash-VStream config (model_type {config.get('model_type')!r})"
+        )
 
     written = []
     for source in remote_code_files():

@@ -51,7 +51,7 @@ class EndpointHandler:
     def __call__(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         inputs = data.get("inputs", data)
         if not isinstance(inputs, dict):
-            raise ValueError("'inputs' must be an object with 'video' or 'frames', and 'questions'")
+            raise TypeError("'inputs' must be an object with 'video' or 'frames', and 'questions'")
         questions = [_parse_question(q) for q in inputs.get("questions") or []]
         if not questions:
             raise ValueError("'inputs.questions' must list at least one question")

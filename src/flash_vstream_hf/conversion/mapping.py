@@ -117,31 +117,28 @@ def plan_keys(keys: list[str], vision_from_checkpoint: bool) -> KeyPlan:
     return plan
 
 
+# Settings this port implements: (field, the original's default, accepted?, what the release uses).
+SUPPORTED_SETTINGS = (
+    ("mm_use_4_vision_tokens", False, lambda v: not v, "false"),
+    ("video_sample_type", "center", lambda v: v == "weighted_kmeans", "'weighted_kmeans'"),
+    ("compress_type", None, lambda v: isinstance(v, str) and "mean" in v, "'mean'"),
+    ("mm_vision_select_feature", "patch", lambda v: v == "patch", "'patch'"),
+    ("mm_projector_type", "linear", lambda v: v == "mlp2x_gelu", "'mlp2x_gelu'"),
+    ("mm_use_im_start_end", False, lambda v: not v, "false"),
+)
+
+
 def check_supported(original: dict) -> None:
     """Raise a `ValueError` naming the first original setting this port does not implement."""
     if original.get("model_type") != "vstream":
-        raise ValueError(f"config.json model_type must be 'vstream' (Flash-VStream v1), got {original.get('model_type')!r}")
-    unsupported = {
-        "mm_use_4_vision_tokens": (original.get("mm_use_4_vision_tokens", False), lambda v: not v),
-        "video_sample_type": (original.get("video_sample_type", "center"), lambda v: v == "weighted_kmeans"),
-        "compress_type": (original.get("compress_type"), lambda v: isinstance(v, str) and "mean" in v),
-        "mm_vision_select_feature": (original.get("mm_vision_select_feature", "patch"), lambda v: v == "patch"),
-        "mm_projector_type": (original.get("mm_projector_type", "linear"), lambda v: v == "mlp2x_gelu"),
-        "mm_use_im_start_end": (original.get("mm_use_im_start_end", False), lambda v: not v),
-    }
-    expected = {
-        "mm_use_4_vision_tokens": "false",
-        "video_sample_type": "'weighted_kmeans'",
-        "compress_type": "a string containing 'mean'",
-        "mm_vision_select_feature": "'patch'",
-        "mm_projector_type": "'mlp2x_gelu'",
-        "mm_use_im_start_end": "false",
-    }
-    for name, (value, ok) in unsupported.items():
-        if not ok(value):
+        raise ValueError(
+            f"config.json model_type must be 'vstream' (Flash-VStream v1), got {original.get('model_type')!r}"
+        )
+    for name, default, accepted, released in SUPPORTED_SETTINGS:
+        value = original.get(name, default)
+        if not accepted(value):
             raise ValueError(
-                f"config.json {name}={value!r} is not supported by this port (the released checkpoint uses "
-                f"{expected[name]})"
+                f"config.json {name}={value!r} is not supported by this port (the released checkpoint uses {released})"
             )
     if "mm_vision_select_layer" not in original:
         raise ValueError("config.json has no mm_vision_select_layer (the vision hidden state the original uses)")

@@ -128,7 +128,7 @@ def iter_tensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
         return
     state_dict = load_bin(path)
     if not isinstance(state_dict, dict):
-        raise ValueError(f"{path} does not hold a state dict (got {type(state_dict).__name__})")
+        raise TypeError(f"{path} does not hold a state dict (got {type(state_dict).__name__})")
     while state_dict:  # pop so each tensor can be freed once the caller is done with it
         key = next(iter(state_dict))
         yield key, state_dict.pop(key)

@@ -59,7 +59,11 @@ class ShardedSafetensorsWriter:
         if self._pending or not self._shards:
             self._flush()
         count = len(self._shards)
-        names = ["model.safetensors"] if count == 1 else [f"model-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)]
+        names = (
+            ["model.safetensors"]
+            if count == 1
+            else [f"model-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)]
+        )
         for i, name in enumerate(names, start=1):
             os.replace(self.folder / f"model-{i:05d}.partial", self.folder / name)
         if count > 1:
