@@ -121,12 +121,15 @@ def test_generation_config_suppresses_video_and_padding_ids(checkpoint, converte
     assert generation["suppress_tokens"] == list(range(SP_VOCAB_SIZE, 448))
     assert (generation["max_length"], generation["bos_token_id"], generation["eos_token_id"]) == (4096, 1, 2)
     assert "temperature" not in generation and any("temperature" in note for note in report.notes)
-    # even a model whose logits favour <video> and the padding ids never generates them
+    # make every new id the most likely next token: still never generated
     model = FlashVStreamForConditionalGeneration.from_pretrained(root / "fp32")
+    prompt = torch.tensor([[1, 50, 60]])
     with torch.no_grad():
-        model.lm_head.weight[SP_VOCAB_SIZE:] = 100 * model.lm_head.weight[:SP_VOCAB_SIZE].abs().max()
-    output = model.generate(torch.tensor([[1, 50, 60]]), max_new_tokens=4, do_sample=False)
-    assert (output[0, 3:] < SP_VOCAB_SIZE).all()
+        hidden = model.model(input_ids=prompt).last_hidden_state[0, -1]
+        model.lm_head.weight[SP_VOCAB_SIZE:] = 100 * hidden / hidden.norm()
+    unsuppressed = model.generate(prompt, max_new_tokens=1, do_sample=False, suppress_tokens=[])
+    assert SP_VOCAB_SIZE < unsuppressed[0, -1] < 448  # <video> itself is always suppressed by the model
+    assert model.generate(prompt, max_new_tokens=1, do_sample=False)[0, -1] < SP_VOCAB_SIZE
 
 
 def test_default_dtype_is_bfloat16(original, checkpoint):
@@ -178,12 +181,14 @@ def test_vision_tower_from_the_checkpoint(original, checkpoint, tmp_path):
     for name, tensor in vision.state_dict().items():
         assert torch.equal(model.state_dict()[f"model.vision_tower.{name}"], tensor), name
     assert not any(k.startswith(VISION_PREFIX + "encoder") for keys in report.dropped.values() for k in keys)
+    # and so the frame features are the embedded CLIP's: layer -2 without CLS, 16x16 pooled to 8x8
     pixels = torch.randn(1, 2, 3, 64, 64)
     with torch.no_grad():
-        expected = vision(pixels[0], output_hidden_states=True).hidden_states[-2][:, 1:]
-        features = model.model.get_frame_features(pixels)[0]  # pooled to 8x8
-    torch.testing.assert_close(features, torch.nn.functional.avg_pool2d(
-        expected.view(2, 16, 16, -1).permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1).reshape(2, 64, -1))  # fmt: skip
+        patches = vision(pixels[0], output_hidden_states=True).hidden_states[-2][:, 1:]  # [2, 256, D]
+        features = model.model.get_frame_features(pixels)[0]  # [2, 64, D]
+    grid = patches.view(2, 16, 16, -1).permute(0, 3, 1, 2)
+    expected = torch.nn.functional.avg_pool2d(grid, 2).permute(0, 2, 3, 1).reshape(2, 64, -1)
+    torch.testing.assert_close(features, expected)
 
 
 def test_cli_converts_and_dry_run_lists_the_upload(checkpoint, tmp_path, capsys):
