@@ -13,6 +13,8 @@ import sys
 # name -> (module, one-line help)
 COMMANDS = {
     "demo": ("flash_vstream_hf.demo", "run the built-in demo: a tiny model on a generated video, offline, on CPU"),
+    "convert": ("flash_vstream_hf.conversion.convert", "convert the official checkpoint (original layout) to this format"),
+    "export-hub": ("flash_vstream_hf.conversion.export_hub", "add remote code, model card and handler for the Hub; upload"),
 }
 
 
