@@ -153,7 +153,7 @@ class StreamingSession:
         self._done.set()
         self._checkpoints: list[tuple[float, Future]] = []
         self._lock = threading.Lock()  # counters, checkpoints, state
-        self._frames_in = self._ingested = self._dropped = self._failed = 0
+        self._frames_in = self._ingested = self._dropped = self._failed = self._backlog_dropped = 0
         self._answered = self._question_failures = 0
         self._work: deque[tuple[int, float]] = deque(maxlen=16)  # (frames, seconds) of recent ingest batches
         self._error: str | None = None
@@ -189,6 +189,8 @@ class StreamingSession:
         policy = self.backlog_policy or ("drop" if source.live else "block")
         with self._lock:
             self._source = source
+            if self._backlog is not None:
+                self._backlog_dropped += self._backlog.dropped
             self._backlog = FrameBacklog(self.max_backlog, policy)
             self._stop = threading.Event()
             self._done = threading.Event()
@@ -323,16 +325,16 @@ class StreamingSession:
     def status(self) -> StreamStatus:
         with self._lock:
             frames, seconds = sum(f for f, _ in self._work), sum(s for _, s in self._work)
-            view = self._view
+            view, backlog = self._view, self._backlog
             return StreamStatus(
                 state=self._state,
                 source=None if self._source is None else self._source.describe(),
                 stream_time=view.stream_time,
                 frames_in=self._frames_in,
                 frames_ingested=self._ingested,
-                frames_dropped=self._dropped + (self._backlog.dropped if self._backlog else 0),
+                frames_dropped=self._dropped + self._backlog_dropped + (backlog.dropped if backlog is not None else 0),
                 frames_failed=self._failed,
-                backlog=len(self._backlog) if self._backlog else 0,
+                backlog=len(backlog) if backlog is not None else 0,
                 ingest_fps=frames / seconds if seconds > 0 else None,
                 memory_frames=view.frames,
                 memory_tokens=view.memory.get_seq_length(),
