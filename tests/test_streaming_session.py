@@ -255,6 +255,28 @@ def test_stop_ends_a_paced_stream_promptly(tiny, video):
     assert session.ask("what was there?").frames == status.frames_ingested
 
 
+def test_a_reader_stuck_in_a_live_read_does_not_leak_into_the_next_stream(tiny):
+    model, processor = tiny
+    release = threading.Event()
+
+    def stuck_camera():
+        yield synthetic_frame(0)
+        release.wait(JOIN)  # a live read that does not return
+        yield from (synthetic_frame(i) for i in range(1, 4))
+
+    with StreamingSession(model, processor) as session:
+        session.start(IteratorSource(stuck_camera(), live=True))
+        assert session.wait_for_frames(1, timeout=JOIN)
+        started = time.monotonic()
+        session.stop()
+        assert time.monotonic() - started < 5
+        session.start(IteratorSource(timed_frames(10, 0.05), fps=None), speed=1.0)
+        release.set()  # the old reader wakes up while the new stream runs
+        assert session.wait(JOIN)
+        status = session.status()
+    assert (status.frames_in, status.frames_ingested, status.memory_frames) == (11, 11, 11)
+
+
 def test_memory_saved_mid_stream_resumes_as_if_uninterrupted(tiny, tmp_path):
     model, processor = tiny
     images = [synthetic_frame(i) for i in range(30)]

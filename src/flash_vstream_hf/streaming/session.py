@@ -198,8 +198,13 @@ class StreamingSession:
             self._state = "running"
             self._view = StreamSnapshot(self.memory.snapshot(), None)
             self._work.clear()
-        self._reader = threading.Thread(target=self._read, name="flash-vstream-reader", daemon=True)
-        self._ingester = threading.Thread(target=self._ingest, name="flash-vstream-ingest", daemon=True)
+        # The threads get this run's source, backlog and stop event: a reader still blocked in a live read
+        # after stop() must not touch the next run's.
+        run = (self._backlog, self._stop)
+        self._reader = threading.Thread(
+            target=self._read, args=(source, *run), name="flash-vstream-reader", daemon=True
+        )
+        self._ingester = threading.Thread(target=self._ingest, args=run, name="flash-vstream-ingest", daemon=True)
         self._reader.start()
         self._ingester.start()
         return self
@@ -225,18 +230,21 @@ class StreamingSession:
                 self._frame_count.wait(0.1 if remaining is None else min(remaining, 0.1))
             return True
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         """Stop reading the source; frames already waiting are discarded (counted as dropped). The memory and
-        everything answered so far stay; `start()` may be called again."""
+        everything answered so far stay; `start()` may be called again.
+
+        Waits (up to `timeout` seconds) for the ingest thread to finish the vision call it may be in, so the
+        memory no longer changes once `stop()` returns. The reader thread is not waited for: a live input may be
+        blocked in a read until its timeout; it only ends its source then.
+        """
         self._stop.set()
         if self._backlog is not None:
             self._backlog.close()
-        for thread in (self._ingester, self._reader):
-            if thread is not None and thread is not threading.current_thread():
-                thread.join(timeout)
-                if thread.is_alive():
-                    # A live input blocked in a read; the thread is a daemon and ends with its read timeout.
-                    logger.warning("%s did not stop within %.1f s", thread.name, timeout)
+        if self._ingester is not None and self._ingester is not threading.current_thread():
+            self._ingester.join(timeout)
+            if self._ingester.is_alive():
+                logger.warning("the ingest thread did not stop within %s s", timeout)
 
     def __enter__(self) -> StreamingSession:
         return self
@@ -346,36 +354,37 @@ class StreamingSession:
 
     # -- background threads ---------------------------------------------------------------------------------------
 
-    def _read(self) -> None:
+    def _read(self, source: FrameSource, backlog: FrameBacklog, stop: threading.Event) -> None:
         """Reader thread: source -> backlog."""
         try:
-            for frame in self._source.frames(self._stop):
+            for frame in source.frames(stop):
                 with self._lock:
                     self._frames_in += 1
-                if not self._backlog.put(frame, self._stop):
+                if not backlog.put(frame, stop):
                     with self._lock:
                         self._dropped += 1
                     break
         except Exception as error:
-            logger.error("source %s failed: %s", self._source.describe(), error)
-            with self._lock:
-                self._error = f"{type(error).__name__}: {error}"
+            logger.error("source %s failed: %s", source.describe(), error)
+            if not stop.is_set():
+                with self._lock:
+                    self._error = f"{type(error).__name__}: {error}"
         finally:
-            self._backlog.close()
+            backlog.close()
 
-    def _ingest(self) -> None:
+    def _ingest(self, backlog: FrameBacklog, stop: threading.Event) -> None:
         """Ingest thread: backlog -> preprocessing -> vision tower -> memory, until the backlog is closed."""
         try:
             while True:
-                batch = self._backlog.take(self.max_batch)
+                batch = backlog.take(self.max_batch)
                 if batch is None:
                     break
-                if self._stop.is_set():
+                if stop.is_set():
                     with self._lock:
-                        self._dropped += len(batch) + self._backlog.clear()
+                        self._dropped += len(batch) + backlog.clear()
                     break
                 began = time.perf_counter()
-                ingested = self._ingest_batch(batch)
+                ingested = self._ingest_batch(batch, stop)
                 with self._lock:
                     self._work.append((ingested, time.perf_counter() - began))
         except BaseException as error:  # a bug here must not leave the session hanging
@@ -383,10 +392,9 @@ class StreamingSession:
             with self._lock:
                 self._error = f"{type(error).__name__}: {error}"
         finally:
-            self._reader.join(1.0)
             with self._lock:
-                if self._error is None or self._stop.is_set():
-                    finished = "stopped" if self._stop.is_set() else "finished"
+                if self._error is None or stop.is_set():
+                    finished = "stopped" if stop.is_set() else "finished"
                 else:
                     finished = "failed"
                 self._state = finished
@@ -400,7 +408,7 @@ class StreamingSession:
             with self._frame_count:
                 self._frame_count.notify_all()
 
-    def _ingest_batch(self, frames: list) -> int:
+    def _ingest_batch(self, frames: list, stop: threading.Event) -> int:
         """Encode `frames` in one vision call, then add them to the memory one by one. Returns frames ingested."""
         pixels, frames = self._preprocess(frames)
         if not frames:
@@ -415,6 +423,10 @@ class StreamingSession:
             return 0
         ingested = 0
         for index, frame in enumerate(frames):
+            if stop.is_set():  # stop() waits for this thread: do not add more after it was called
+                with self._lock:
+                    self._dropped += len(frames) - index
+                break
             self._resolve_checkpoints(before=frame.timestamp)
             try:
                 self.model.update_memory_from_features(features[:, index : index + 1], self.memory)
