@@ -10,7 +10,6 @@ at `--speed` times real time while a question is asked every `--every` seconds o
 
 import argparse
 import tempfile
-import time
 
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
@@ -23,7 +22,12 @@ QUANTIZATION = BitsAndBytesConfig(
     bnb_4bit_compute_dtype=torch.bfloat16,
     bnb_4bit_use_double_quant=True,
     # matched from the start of the module name; the list replaces the defaults, so lm_head is listed too
-    llm_int8_skip_modules=["model.vision_tower", "model.multi_modal_projector", "model.abstract_memory_attention", "lm_head"],
+    llm_int8_skip_modules=[
+        "model.vision_tower",
+        "model.multi_modal_projector",
+        "model.abstract_memory_attention",
+        "lm_head",
+    ],
 )
 
 
@@ -33,7 +37,9 @@ def load(model_id: str, device: str):
 
         with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as folder:
             tiny_model().save_pretrained(folder)
-            model = AutoModelForImageTextToText.from_pretrained(folder, quantization_config=QUANTIZATION, device_map=device)
+            model = AutoModelForImageTextToText.from_pretrained(
+                folder, quantization_config=QUANTIZATION, device_map=device
+            )
         return model, tiny_processor()
     model = AutoModelForImageTextToText.from_pretrained(
         model_id, quantization_config=QUANTIZATION, dtype=torch.bfloat16, device_map=device

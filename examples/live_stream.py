@@ -32,7 +32,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("input", help="camera device, or an rtsp/http/udp/... URL")
     parser.add_argument("--model", required=True, help="converted checkpoint folder or Hub id, or 'tiny'")
-    parser.add_argument("--input-format", help="FFmpeg input format: v4l2 (default for /dev/video*), avfoundation, dshow")
+    parser.add_argument(
+        "--input-format", help="FFmpeg input format: v4l2 (default for /dev/video*), avfoundation, dshow"
+    )
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="FFmpeg input option")
     parser.add_argument("--question", default="What is happening right now?")
     parser.add_argument("--every", type=float, default=10.0, help="seconds between questions")

@@ -35,7 +35,9 @@ def main() -> None:
     args = parser.parse_args()
 
     model, processor = load(args.model)
-    conversation = [{"role": "user", "content": [{"type": "video", "path": args.video}, {"type": "text", "text": args.question}]}]
+    conversation = [
+        {"role": "user", "content": [{"type": "video", "path": args.video}, {"type": "text", "text": args.question}]}
+    ]
     inputs = processor.apply_chat_template(
         conversation, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt",
         processor_kwargs={"fps": args.fps},

@@ -35,7 +35,8 @@ def video(tmp_path_factory):
 def offline_answer(model, processor, question: str, images: list) -> str:
     """The plain transformers path: all frames through the processor, one generate() call."""
     prompt = processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}], add_generation_prompt=True
+        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}],
+        add_generation_prompt=True,
     )
     inputs = processor(text=prompt, videos=[images], return_tensors="pt")
     output = model.generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False)
@@ -46,9 +47,12 @@ def streamed_answer(model, processor, question: str, images: list) -> str:
     """Frame-by-frame streaming of the same frames through `update_memory`, then generate() on the memory."""
     memory = None
     for image in images:
-        memory = model.update_memory(processor.image_processor([image], return_tensors="pt")["pixel_values"][None], memory)
+        memory = model.update_memory(
+            processor.image_processor([image], return_tensors="pt")["pixel_values"][None], memory
+        )
     prompt = processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}], add_generation_prompt=True
+        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}],
+        add_generation_prompt=True,
     )
     inputs = processor(text=prompt, num_video_tokens=memory.get_seq_length(), return_tensors="pt")
     output = model.generate(**inputs, video_memory=memory, max_new_tokens=NEW_TOKENS, do_sample=False)

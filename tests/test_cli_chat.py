@@ -61,3 +61,53 @@ def test_a_bad_source_is_a_clear_error(tmp_path, monkeypatch, capsys):
     assert "missing.mp4" in capsys.readouterr().err
     assert main(["chat", "rtsp://127.0.0.1:9/none", "--model", "tiny"]) == 1
     assert "cannot open live source" in capsys.readouterr().err
+
+
+def test_a_terminal_gets_a_live_status_bar(video):
+    """The interactive path, in a pseudo-terminal: the prompt's bottom bar shows the stream's status."""
+    import fcntl
+    import os
+    import pty
+    import re
+    import select
+    import struct
+    import subprocess
+    import termios
+    import time
+
+    terminal, child_end = pty.openpty()
+    fcntl.ioctl(child_end, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))
+    command = [sys.executable, "-m", "flash_vstream_hf", "chat", video, "--model", "tiny", "--speed", "5",
+               "--max-new-tokens", "3"]  # fmt: skip
+    child = subprocess.Popen(command, stdin=child_end, stdout=child_end, stderr=child_end, start_new_session=True)
+    os.close(child_end)
+    screen = b""
+
+    def read_until(pattern: bytes, seconds: float = 60) -> bool:
+        nonlocal screen
+        deadline = time.monotonic() + seconds
+        while not re.search(pattern, screen):
+            if time.monotonic() > deadline:
+                return False
+            if select.select([terminal], [], [], 0.1)[0]:
+                try:
+                    chunk = os.read(terminal, 65536)
+                except OSError:  # the child has exited
+                    return bool(re.search(pattern, screen))
+                screen += chunk
+                if b"\x1b[6n" in chunk:  # prompt_toolkit asks where the cursor is: answer as a terminal does
+                    os.write(terminal, b"\x1b[1;1R")
+        return True
+
+    try:
+        assert read_until(rb"question>"), screen.decode(errors="replace")
+        assert read_until(rb"running \| t=\d\d:\d\d\.\d \| frames=\d+ \| ingest=[\d.]+ fps \| memory=\d+ tokens")
+        os.write(terminal, b"What is moving?\r")
+        assert read_until(rb"\[memory: \d+ frames")
+        os.write(terminal, b"/quit\r")
+        assert read_until(rb"(stopped|finished) \| t=")
+        assert child.wait(30) == 0
+    finally:
+        child.kill()
+        child.wait()
+        os.close(terminal)

@@ -11,7 +11,14 @@ import torch
 from flash_vstream_hf import FlashVStreamMemory, StreamingSession
 from flash_vstream_hf.streaming import IteratorSource, NoFramesError, StreamSnapshot
 from flash_vstream_hf.streaming.answering import generate_answer
-from flash_vstream_hf.tiny import synthetic_frame, tiny_config, tiny_model, tiny_processor, write_synthetic_video
+from flash_vstream_hf.tiny import (
+    TINY_VISION,
+    synthetic_frame,
+    tiny_config,
+    tiny_model,
+    tiny_processor,
+    write_synthetic_video,
+)
 
 JOIN = 60  # seconds: a deadlock fails the test instead of hanging CI
 ASK = {"max_new_tokens": 3, "do_sample": False}
@@ -319,7 +326,10 @@ def test_sessions_sharing_one_model_do_not_mix(tiny):
 
 
 def test_memory_stays_the_same_size_over_five_thousand_frames():
-    config = tiny_config(kmeans_max_iter=2)  # fewer k-means iterations: same state layout, a quicker test
+    # The tiny memory layout with less compute per frame (16 px frames, one vision layer, one k-means iteration),
+    # so 5,000 frames take seconds.
+    vision = {**TINY_VISION, "image_size": 16, "num_hidden_layers": 1}
+    config = tiny_config(kmeans_max_iter=1, vision_config=vision)
     model, processor = tiny_model(config), tiny_processor(config)
     frames = (np.full((8, 8, 3), index % 256, np.uint8) for index in range(5000))
     sizes = {}
@@ -331,7 +341,10 @@ def test_memory_stays_the_same_size_over_five_thousand_frames():
     assert status.frames_ingested == 5000 and status.frames_failed == 0
     early, middle = (future.result() for future in checkpoints)
     for snapshot in (early, middle, session.snapshot()):
-        sizes[snapshot.frames] = (snapshot.memory.nbytes, {n: t.shape for n, t in snapshot.memory.state.tensors().items()})
+        sizes[snapshot.frames] = (
+            snapshot.memory.nbytes,
+            {n: t.shape for n, t in snapshot.memory.state.tensors().items()},
+        )
     assert sorted(sizes) == [10, 1000, 5000]
     assert sizes[10] == sizes[1000] == sizes[5000]
     assert status.memory_bytes == early.memory.nbytes

@@ -30,7 +30,9 @@ def run(args: argparse.Namespace) -> int:
 
     model, processor = load_model(args)
     memory = FlashVStreamMemory.load(args.resume, device=model.device) if args.resume else None
-    session = StreamingSession(model, processor, memory=memory, generation_kwargs={"max_new_tokens": args.max_new_tokens})
+    session = StreamingSession(
+        model, processor, memory=memory, generation_kwargs={"max_new_tokens": args.max_new_tokens}
+    )
     try:
         session.start(args.source, **stream_options(args))
     except (OSError, ValueError, ImportError) as error:

@@ -29,7 +29,9 @@ def add_source_arguments(parser: argparse.ArgumentParser, default_speed: float |
         "--speed", type=float, default=default_speed,
         help=f"play a file at this multiple of real time, 0 for as fast as possible (default: {playback})",
     )  # fmt: skip
-    group.add_argument("--backend", choices=("decord", "pyav"), help="video file decoder (default: the first installed)")
+    group.add_argument(
+        "--backend", choices=("decord", "pyav"), help="video file decoder (default: the first installed)"
+    )
     group.add_argument("--input-format", help="FFmpeg input format of a live input, e.g. v4l2, avfoundation, dshow")
 
 
@@ -72,8 +74,9 @@ def load_model(args: argparse.Namespace):
         print(TINY_NOTE, file=sys.stderr)
         return _load_tiny(device, dtype, quantization)
 
-    import flash_vstream_hf  # noqa: F401  (registers the Auto classes)
     from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    import flash_vstream_hf  # noqa: F401  (registers the Auto classes)
 
     model = AutoModelForImageTextToText.from_pretrained(
         args.model, dtype=dtype, device_map=device, quantization_config=quantization

@@ -14,6 +14,7 @@ machine is: asking at a timestamp gives the answer that frame-by-frame streaming
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -357,13 +358,14 @@ class StreamingSession:
     def _read(self, source: FrameSource, backlog: FrameBacklog, stop: threading.Event) -> None:
         """Reader thread: source -> backlog."""
         try:
-            for frame in source.frames(stop):
-                with self._lock:
-                    self._frames_in += 1
-                if not backlog.put(frame, stop):
+            with contextlib.closing(source.frames(stop)) as frames:  # closing ends the decoder at once
+                for frame in frames:
                     with self._lock:
-                        self._dropped += 1
-                    break
+                        self._frames_in += 1
+                    if not backlog.put(frame, stop):
+                        with self._lock:
+                            self._dropped += 1
+                        break
         except Exception as error:
             logger.error("source %s failed: %s", source.describe(), error)
             if not stop.is_set():

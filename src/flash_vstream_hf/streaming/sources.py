@@ -293,4 +293,4 @@ def _paced(frames: Iterator[VideoFrame], speed: float | None, stop: threading.Ev
         yield frame
 
 
-__all__ = ["FrameSource", "FileSource", "LiveSource", "IteratorSource", "open_source"]
+__all__ = ["FileSource", "FrameSource", "IteratorSource", "LiveSource", "open_source"]
