@@ -113,9 +113,9 @@ def measure(preset: str, threads: int, args: argparse.Namespace, folder: Path) -
     still_running = session.running
     session.stop()
 
-    prompt_tokens = len(processor(text=processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": QUESTION}]}], add_generation_prompt=True,
-    ), num_video_tokens=idle[0].memory_tokens)["input_ids"][0])  # fmt: skip
+    conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": QUESTION}]}]
+    prompt = processor.apply_chat_template(conversation, add_generation_prompt=True)
+    prompt_tokens = len(processor(text=prompt, num_video_tokens=idle[0].memory_tokens)["input_ids"][0])
     return {
         "model": description,
         "dtype": args.dtype,
@@ -170,9 +170,9 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['model']:<62} {r['dtype']:<8} {r['threads']:>3} {r['batch']:>5} {r['memory_tokens']:>7} {r['prompt_tokens']:>6} "
-              f"{r['ingest_alone']:>10.2f} {r['ingest_busy']:>8.2f} {r['ttft_idle']:>9.3f} {r['total_idle']:>7.3f} "
-              f"{r['ttft_busy']:>14.3f} {r['total_busy']:>7.3f}{r['note']}")  # fmt: skip
+        print(f"{r['model']:<62} {r['dtype']:<8} {r['threads']:>3} {r['batch']:>5} {r['memory_tokens']:>7} "
+              f"{r['prompt_tokens']:>6} {r['ingest_alone']:>10.2f} {r['ingest_busy']:>8.2f} {r['ttft_idle']:>9.3f} "
+              f"{r['total_idle']:>7.3f} {r['ttft_busy']:>14.3f} {r['total_busy']:>7.3f}{r['note']}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -149,6 +149,31 @@ def test_ask_stream_yields_the_answer_ask_gives(tiny, video):
         assert stream.answer.time_to_first_token <= stream.answer.latency
 
 
+def test_questions_as_conversations_and_with_beam_search(tiny, video):
+    model, processor = tiny
+    conversation = [
+        {"role": "system", "content": "You describe videos."},
+        {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What is moving?"}]},
+    ]
+    with StreamingSession(model, processor, generation_kwargs=ASK) as session:
+        session.start(video)
+        assert session.wait(JOIN)
+        answer = session.ask(conversation)
+        assert answer.question == "What is moving?"
+        memory = session.snapshot().memory
+        prompt = processor.apply_chat_template(conversation, add_generation_prompt=True)
+        assert prompt.startswith("You describe videos. USER: <video>")
+        inputs = processor(text=prompt, num_video_tokens=memory.get_seq_length(), return_tensors="pt")
+        output = model.generate(**inputs, video_memory=memory.snapshot(), **ASK)
+        expected = processor.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        assert answer.text == expected.strip()
+        with pytest.raises(ValueError, match="no .*video"):
+            session.ask([{"role": "user", "content": "no video here"}])
+        beams = session.ask("What is moving?", num_beams=2, num_return_sequences=2)
+        assert beams.time_to_first_token is None and beams.text  # streamers do not work with beams
+        assert session.snapshot().memory.batch_size == 1  # generate() expanded its own copy of the memory
+
+
 def test_snapshot_at_holds_exactly_the_frames_up_to_its_time(tiny, video):
     model, processor = tiny
     session = StreamingSession(model, processor)
