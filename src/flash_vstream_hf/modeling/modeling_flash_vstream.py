@@ -216,10 +216,11 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
         """Raise a `ValueError` if `video_memory` was built for another memory layout."""
         if not isinstance(video_memory, FlashVStreamMemory):
             raise ValueError(f"video_memory must be a FlashVStreamMemory, got {type(video_memory).__name__}")
-        differences = video_memory.layout.differences(self.star_layout)
-        if differences:
+        layout = self.star_layout
+        if video_memory.layout != layout:  # dataclass equality: cheap on the per-frame path
             raise ValueError(
-                "video_memory was built for another model config (memory != model): " + "; ".join(differences)
+                "video_memory was built for another model config (memory != model): "
+                + "; ".join(video_memory.layout.differences(layout))
             )
 
     def _add_frames(self, frames: torch.Tensor, video_memory: FlashVStreamMemory | None) -> FlashVStreamMemory:
