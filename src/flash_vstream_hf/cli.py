@@ -13,6 +13,10 @@ import sys
 # name -> (module, one-line help)
 COMMANDS = {
     "demo": ("flash_vstream_hf.demo", "run the built-in demo: a tiny model on a generated video, offline, on CPU"),
+    "chat": ("flash_vstream_hf.commands.chat", "play a video file or live stream and ask questions while it runs"),
+    "ask": ("flash_vstream_hf.commands.ask", "answer questions about a video as of given timestamps, in one pass"),
+    "convert": ("flash_vstream_hf.conversion.convert", "convert the official checkpoint (original layout) to this format"),
+    "export-hub": ("flash_vstream_hf.conversion.export_hub", "add remote code, model card and handler for the Hub; upload"),
     "bench": ("flash_vstream_hf.benchmarks.cli", "benchmarks: STAR memory vs the alternatives (--quick for CI)"),
 }
 

@@ -71,12 +71,34 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  t={index / args.fps:5.1f}s frames={snapshot.frames_seen:3d} tokens={snapshot.get_seq_length()} "
                       f"memory={snapshot.nbytes / 1024:.1f} KiB answer in {time.perf_counter() - start:.2f} s: {answer!r}")
 
+        run_session(model, processor, video, question, args)
+
         saved = Path(workdir) / "memory.safetensors"
         memory.save(saved)
         restored = type(memory).load(saved)
         same = all(torch.equal(a, b) for a, b in zip(memory.state.tensors().values(), restored.state.tensors().values()))
         print(f"\nmemory saved and restored ({saved.stat().st_size / 1024:.1f} KiB on disk, identical: {same})")
     return 0
+
+
+def run_session(model, processor, video: str, question: str, args: argparse.Namespace) -> None:
+    """The real-time runtime: a background thread ingests the video played faster than real time, while
+    questions are answered from consistent memory snapshots."""
+    from .streaming import StreamingSession
+
+    speed = 20.0
+    print(f"\n[session] StreamingSession: the video played at {speed:g}x real time, ingested in the background, "
+          "questions asked meanwhile:")  # fmt: skip
+    with StreamingSession(model, processor, generation_kwargs={"max_new_tokens": args.max_new_tokens}) as session:
+        session.start(video, fps=args.fps, speed=speed)
+        total = int(args.seconds * args.fps)
+        for frames in (max(1, total // 4), max(1, total // 2), max(1, 3 * total // 4)):
+            session.wait_for_frames(frames, timeout=60)
+            answer = session.ask(question, do_sample=False)
+            print(f"  stream t={answer.stream_time:5.1f}s frames={answer.frames:3d} tokens={answer.memory_tokens} "
+                  f"first token {answer.time_to_first_token:.2f} s, answer {answer.latency:.2f} s: {answer.text!r}")  # fmt: skip
+        session.wait(timeout=60)
+        print("  status: " + session.status().line())
 
 
 def processor_frames(processor, video: str, fps: float):

@@ -99,7 +99,10 @@ def tiny_processor(config: FlashVStreamConfig | None = None, **kwargs) -> FlashV
 def tiny_model(config: FlashVStreamConfig | None = None, seed: int = 0) -> FlashVStreamForConditionalGeneration:
     """A randomly initialised model for `config` (default `tiny_config()`), in eval mode."""
     torch.manual_seed(seed)
-    return FlashVStreamForConditionalGeneration(config or tiny_config()).eval()
+    model = FlashVStreamForConditionalGeneration(config or tiny_config()).eval()
+    # Never sample the 256 byte-fallback tokens (ids 3..258), so the random model's gibberish is printable.
+    model.generation_config.suppress_tokens = list(range(3, 3 + 256))
+    return model
 
 
 def synthetic_frame(index: int, width: int = 64, height: int = 48) -> np.ndarray:

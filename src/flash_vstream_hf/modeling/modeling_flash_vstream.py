@@ -21,6 +21,7 @@ from transformers.utils.generic import can_return_tuple
 
 from .configuration_flash_vstream import FlashVStreamConfig
 from .memory_flash_vstream import FlashVStreamMemory
+from .quantization_flash_vstream import execution_device, floating_dtype, with_default_skip_modules
 from .star_memory import StarLayout, consolidate, empty_state, pool_spatial, read_out
 
 
@@ -56,18 +57,6 @@ class FlashVStreamCausalLMOutputWithPast(ModelOutput):
     video_hidden_states: torch.FloatTensor | None = None
 
 
-def _floating_dtype(module: nn.Module, default: torch.dtype) -> torch.dtype:
-    """Dtype of the first floating-point parameter (quantized weights are stored as integers)."""
-    for parameter in module.parameters():
-        if parameter.is_floating_point():
-            return parameter.dtype
-    return default
-
-
-def _parameter_device(module: nn.Module) -> torch.device:
-    return next(module.parameters()).device
-
-
 class FlashVStreamMultiModalProjector(nn.Module):
     """Token-wise 2-layer MLP from vision features to the language model's embedding space (`mlp2x_gelu`)."""
 
@@ -96,13 +85,14 @@ class FlashVStreamAbstractMemoryAttention(nn.Module):
         self.k_proj = nn.Linear(config.vision_config.hidden_size, self.hidden_size)
 
     def forward(self, memory: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-        """Attention weights `softmax(q(M) k(X)^T / sqrt(h))`: `[B, M, D] x [B, X, D] -> [B, M, X]` float32."""
-        dtype = _floating_dtype(self, memory.dtype)
-        device = _parameter_device(self)
-        query = self.q_proj(memory.to(device, dtype))
-        key = self.k_proj(frames.to(device, dtype))
+        """Attention weights `softmax(q(M) k(X)^T / sqrt(h))`: `[B, M, D] x [B, X, D] -> [B, M, X]` float32,
+        on the device of `memory` (the module itself may sit on another device under a `device_map`)."""
+        dtype = floating_dtype(self, memory.dtype)
+        device = execution_device(self)
+        query = self.q_proj(memory.to(device, dtype)).float()  # scores in float32: fp16 q.k can overflow
+        key = self.k_proj(frames.to(device, dtype)).float()
         scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(self.hidden_size)
-        return scores.float().softmax(dim=-1)
+        return scores.softmax(dim=-1).to(memory.device)
 
 
 class FlashVStreamPreTrainedModel(PreTrainedModel):
@@ -112,10 +102,25 @@ class FlashVStreamPreTrainedModel(PreTrainedModel):
     input_modalities = ("video", "text")
     supports_gradient_checkpointing = True
     _skip_keys_device_placement = ["past_key_values", "video_memory"]
+    # One device each: the attention multiplies the outputs of its two projections; the projector is two small layers.
+    _no_split_modules = ["FlashVStreamAbstractMemoryAttention", "FlashVStreamMultiModalProjector"]
+    # Modules bitsandbytes leaves in the compute dtype unless `llm_int8_skip_modules` is given: only the language
+    # model's linear layers are quantized. Full names from this class's root (matched from the start).
+    quantization_skip_modules: tuple[str, ...] = ()
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`; a bitsandbytes `quantization_config` without `llm_int8_skip_modules`
+        quantizes only the language model (see `quantization_skip_modules`)."""
+        if kwargs.get("quantization_config") is not None:
+            kwargs["quantization_config"] = with_default_skip_modules(
+                kwargs["quantization_config"], cls.quantization_skip_modules
+            )
+        return super().from_pretrained(*args, **kwargs)
 
 
 class FlashVStreamModel(FlashVStreamPreTrainedModel):
@@ -123,6 +128,7 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
 
     # Frames are run through the vision tower this many at a time, so a long offline video needs bounded RAM.
     vision_batch_size = 64
+    quantization_skip_modules = ("vision_tower", "multi_modal_projector", "abstract_memory_attention")
 
     def __init__(self, config: FlashVStreamConfig):
         super().__init__(config)
@@ -165,8 +171,8 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
                 f"pixel_values_videos frames must be [3, {size}, {size}], got {[channels, height, width]}; "
                 "preprocess them with the model's processor"
             )
-        dtype = _floating_dtype(self.vision_tower, self.dtype)
-        device = _parameter_device(self.vision_tower)
+        dtype = floating_dtype(self.vision_tower, self.dtype)
+        device = execution_device(self.vision_tower)
         pooled = []
         for chunk in pixel_values_videos.flatten(0, 1).split(self.vision_batch_size):
             outputs = self.vision_tower(chunk.to(device, dtype), output_hidden_states=True)
@@ -202,18 +208,19 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
     ) -> FlashVStreamMemory:
         """An empty memory for this model, on the vision tower's device and dtype unless told otherwise."""
         layout = self.star_layout
-        device = device if device is not None else _parameter_device(self.vision_tower)
-        dtype = dtype if dtype is not None else _floating_dtype(self.vision_tower, self.dtype)
+        device = device if device is not None else execution_device(self.vision_tower)
+        dtype = dtype if dtype is not None else floating_dtype(self.vision_tower, self.dtype)
         return FlashVStreamMemory(layout, empty_state(layout, batch_size, device, dtype))
 
     def check_memory(self, video_memory: FlashVStreamMemory) -> None:
         """Raise a `ValueError` if `video_memory` was built for another memory layout."""
         if not isinstance(video_memory, FlashVStreamMemory):
             raise ValueError(f"video_memory must be a FlashVStreamMemory, got {type(video_memory).__name__}")
-        differences = video_memory.layout.differences(self.star_layout)
-        if differences:
+        layout = self.star_layout
+        if video_memory.layout != layout:  # dataclass equality: cheap on the per-frame path
             raise ValueError(
-                "video_memory was built for another model config (memory != model): " + "; ".join(differences)
+                "video_memory was built for another model config (memory != model): "
+                + "; ".join(video_memory.layout.differences(layout))
             )
 
     def _add_frames(self, frames: torch.Tensor, video_memory: FlashVStreamMemory | None) -> FlashVStreamMemory:
@@ -243,7 +250,7 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
         """Projected memory read-out `[B, N, D_text]` (see `read_memory`)."""
         tokens = self.read_memory(video_memory)
         projector = self.multi_modal_projector
-        return projector(tokens.to(_parameter_device(projector), _floating_dtype(projector, tokens.dtype)))
+        return projector(tokens.to(execution_device(projector), floating_dtype(projector, tokens.dtype)))
 
     def get_placeholder_mask(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
         """`[B, L]` True where the input holds the `<video>` placeholder."""
@@ -340,6 +347,7 @@ class FlashVStreamForConditionalGeneration(FlashVStreamPreTrainedModel, Generati
 
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
     _tp_plan = {"lm_head": "colwise_gather_output"}
+    quantization_skip_modules = (*(f"model.{name}" for name in FlashVStreamModel.quantization_skip_modules), "lm_head")
 
     def __init__(self, config: FlashVStreamConfig):
         super().__init__(config)

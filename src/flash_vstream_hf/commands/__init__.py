@@ -1,0 +1,1 @@
+"""Subcommands of `flash-vstream` (see `flash_vstream_hf.cli`)."""

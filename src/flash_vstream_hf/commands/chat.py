@@ -1,0 +1,125 @@
+"""`flash-vstream chat SOURCE --model M`: play a stream and ask questions while it runs.
+
+In a terminal the prompt has a live status bar (stream time, frames, ingest fps, memory tokens); with piped
+input every line is a question. Commands: `/status`, `/wait [N]` (until N frames are in memory, or the stream
+has ended), `/save PATH` (the memory), `/quit`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TextIO
+
+from .common import add_model_arguments, add_source_arguments, load_model, stream_options
+
+HELP = "Type a question and press Enter while the video plays. /status, /wait [N], /save PATH, /quit (or Ctrl-D)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_source_arguments(parser, default_speed=1.0)
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--resume", metavar="MEMORY", help="continue from a memory saved with /save or --save-memory")
+    parser.add_argument("--save-memory", metavar="PATH", help="save the memory to PATH on exit")
+    add_model_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..modeling import FlashVStreamMemory
+    from ..streaming import StreamingSession
+
+    model, processor = load_model(args)
+    memory = FlashVStreamMemory.load(args.resume, device=model.device) if args.resume else None
+    session = StreamingSession(
+        model, processor, memory=memory, generation_kwargs={"max_new_tokens": args.max_new_tokens}
+    )
+    try:
+        session.start(args.source, **stream_options(args))
+    except (OSError, ValueError, ImportError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(HELP)
+    with session:
+        try:
+            if sys.stdin.isatty() and _has_prompt_toolkit():
+                _interactive(session)
+            else:
+                for line in sys.stdin:
+                    if not handle_line(session, line, sys.stdout):
+                        break
+        except KeyboardInterrupt:
+            pass
+        session.stop()
+        print(session.status().line())
+        if args.save_memory:
+            session.save_memory(args.save_memory)
+            print(f"memory saved to {args.save_memory}")
+    return 0
+
+
+def handle_line(session, line: str, out: TextIO) -> bool:
+    """Run one command or question; False to end the chat."""
+    from ..streaming import NoFramesError
+
+    line = line.strip()
+    command, _, argument = line.partition(" ")
+    if not line:
+        return True
+    if command in ("/quit", "/exit"):
+        return False
+    if command == "/status":
+        print(session.status().line(), file=out)
+    elif command == "/wait":
+        if argument.strip():
+            session.wait_for_frames(int(argument))
+        else:
+            session.wait()
+        print(session.status().line(), file=out)
+    elif command == "/save":
+        if not argument.strip():
+            print("usage: /save PATH", file=out)
+        else:
+            session.save_memory(argument.strip())
+            print(f"memory saved to {argument.strip()}", file=out)
+    elif command.startswith("/"):
+        print(f"unknown command {command}; {HELP}", file=out)
+    else:
+        try:
+            stream = session.ask_stream(line)
+            print("A: ", end="", file=out, flush=True)
+            for text in stream:
+                print(text, end="", file=out, flush=True)
+            answer = stream.answer
+            print(
+                f"\n   [memory: {answer.frames} frames, {answer.memory_tokens} tokens, up to t="
+                f"{'--' if answer.stream_time is None else f'{answer.stream_time:.1f}'} s; first token "
+                f"{answer.time_to_first_token or 0:.2f} s, answer {answer.latency:.2f} s]",
+                file=out,
+            )
+        except NoFramesError:
+            print("(no frame in memory yet: ask again in a moment)", file=out)
+        except Exception as error:  # the stream goes on; the session has logged and counted it
+            print(f"\nerror: {type(error).__name__}: {error}", file=out)
+    return True
+
+
+def _has_prompt_toolkit() -> bool:
+    try:
+        import prompt_toolkit  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _interactive(session) -> None:
+    """Prompt with a status bar refreshed twice a second while the user types."""
+    from prompt_toolkit import PromptSession
+
+    prompt = PromptSession(bottom_toolbar=lambda: " " + session.status().line(), refresh_interval=0.5)
+    while True:
+        try:
+            line = prompt.prompt("question> ")
+        except EOFError:
+            return
+        if not handle_line(session, line, sys.stdout):
+            return

@@ -1,0 +1,128 @@
+"""`flash-vstream export-hub DIR`: make a converted folder a self-sufficient Hub repo, and upload it.
+
+Adds what loading needs on a machine without this package: the modeling and processing sources as remote code
+(copied flat; they import each other relatively), `auto_map` entries for `AutoConfig`, `AutoModel`,
+`AutoModelForImageTextToText` and `AutoProcessor`, the model card as README.md, and `handler.py` +
+`requirements.txt` for Inference Endpoints. Then
+
+    AutoModelForImageTextToText.from_pretrained(repo, trust_remote_code=True)
+    AutoProcessor.from_pretrained(repo, trust_remote_code=True)
+
+work with transformers alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from importlib import resources
+from pathlib import Path
+
+from .. import modeling, processing
+
+MODEL_AUTO_MAP = {
+    "AutoConfig": "configuration_flash_vstream.FlashVStreamConfig",
+    "AutoModel": "modeling_flash_vstream.FlashVStreamModel",
+    "AutoModelForImageTextToText": "modeling_flash_vstream.FlashVStreamForConditionalGeneration",
+    "AutoProcessor": "processing_flash_vstream.FlashVStreamProcessor",
+}
+PROCESSOR_AUTO_MAP = {"AutoProcessor": MODEL_AUTO_MAP["AutoProcessor"]}
+# What Inference Endpoints install next to their base image (the handler decodes videos with PyAV).
+ENDPOINT_REQUIREMENTS = "transformers>=5.23,<6\naccelerate>=1.0\nav>=12\n"
+
+
+def remote_code_files() -> list[Path]:
+    """The self-contained modeling and processing sources (package `__init__` files excluded)."""
+    files = []
+    for package in (modeling, processing):
+        files += sorted(p for p in Path(package.__file__).parent.glob("*.py") if p.name != "__init__.py")
+    names = [p.name for p in files]
+    if len(set(names)) != len(names):
+        raise RuntimeError(f"remote-code files must have distinct names to be copied flat, got {names}")
+    return files
+
+
+def export_hub(folder: str | Path, model_card: str | Path | None = None) -> list[str]:
+    """Add the Hub files to a converted `folder`; returns the names written.
+
+    Args:
+        folder: output of `flash-vstream convert` (or any `save_pretrained` of this model and processor).
+        model_card: the card to write as README.md (default: the project's MODEL_CARD.md).
+    """
+    folder = Path(folder)
+    for required in ("config.json", "processor_config.json"):
+        if not (folder / required).is_file():
+            raise FileNotFoundError(f"{folder} has no {required}; export a folder written by `flash-vstream convert`")
+    config = json.loads((folder / "config.json").read_text())
+    if config.get("model_type") != "flash_vstream":
+        raise ValueError(
+            f"{folder}/config.json is not a Flash-VStream config (model_type {config.get('model_type')!r})"
+        )
+
+    written = []
+    for source in remote_code_files():
+        shutil.copyfile(source, folder / source.name)
+        written.append(source.name)
+    _update_json(folder / "config.json", MODEL_AUTO_MAP)
+    _update_json(folder / "processor_config.json", PROCESSOR_AUTO_MAP)
+    written += ["config.json", "processor_config.json"]
+
+    card = Path(model_card) if model_card is not None else resources.files(__package__) / "MODEL_CARD.md"
+    (folder / "README.md").write_text(card.read_text())
+    (folder / "handler.py").write_text((resources.files(__package__) / "handler.py").read_text())
+    (folder / "requirements.txt").write_text(ENDPOINT_REQUIREMENTS)
+    return written + ["README.md", "handler.py", "requirements.txt"]
+
+
+def _update_json(path: Path, auto_map: dict) -> None:
+    values = json.loads(path.read_text())
+    values["auto_map"] = {**values.get("auto_map", {}), **auto_map}
+    path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+
+
+def push_to_hub(
+    folder: str | Path, repo_id: str, *, private: bool = False, dry_run: bool = False, token: str | None = None
+) -> list[tuple[str, int]]:
+    """Upload every file of `folder` to the model repo `repo_id` (created if needed).
+
+    Returns `(path, bytes)` of the files; with `dry_run` only prints them and touches no network.
+    """
+    folder = Path(folder)
+    files = sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*") if p.is_file())
+    if dry_run:
+        print(f"would upload {len(files)} files ({sum(s for _, s in files) / 1e9:.2f} GB) to {repo_id}:")
+        for path, size in files:
+            print(f"  {path}  {size:,} bytes")
+        return files
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type="model", commit_message="Upload Flash-VStream")
+    print(f"uploaded {len(files)} files to https://huggingface.co/{repo_id}")
+    return files
+
+
+# -- command line -------------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folder", help="a folder written by `flash-vstream convert`")
+    parser.add_argument("--model-card", help="card to write as README.md (default: the project's MODEL_CARD.md)")
+    parser.add_argument("--push-to-hub", metavar="REPO", help="then upload the folder to this Hub model repo")
+    parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    parser.add_argument("--dry-run", action="store_true", help="with --push-to-hub: list what would be uploaded")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        written = export_hub(args.folder, args.model_card)
+        print(f"added to {args.folder}: {', '.join(written)}")
+        if args.push_to_hub:
+            push_to_hub(args.folder, args.push_to_hub, private=args.private, dry_run=args.dry_run)
+    except (OSError, ValueError) as error:
+        print(f"flash-vstream export-hub: error: {error}", file=sys.stderr)
+        return 1
+    return 0

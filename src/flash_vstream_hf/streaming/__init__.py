@@ -1,0 +1,32 @@
+"""The real-time runtime: ingest a live or recorded stream in the background and answer questions at any moment.
+
+```python
+from flash_vstream_hf.streaming import StreamingSession
+
+with StreamingSession(model, processor) as session:
+    session.start("video.mp4", speed=1.0)     # or an RTSP/HTTP URL, /dev/video0, an iterator of frames
+    session.wait_for_frames(5)
+    answer = session.ask("What is happening?")
+    print(answer.text, answer.stream_time, answer.latency)
+```
+"""
+
+from .answering import Answer, AnswerStream, NoFramesError, StreamSnapshot
+from .backlog import FrameBacklog
+from .session import StreamingSession, StreamStatus
+from .sources import FileSource, FrameSource, IteratorSource, LiveSource, open_source
+
+__all__ = [
+    "Answer",
+    "AnswerStream",
+    "FileSource",
+    "FrameBacklog",
+    "FrameSource",
+    "IteratorSource",
+    "LiveSource",
+    "NoFramesError",
+    "StreamSnapshot",
+    "StreamStatus",
+    "StreamingSession",
+    "open_source",
+]

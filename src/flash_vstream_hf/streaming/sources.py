@@ -1,0 +1,296 @@
+"""Frame sources for the streaming runtime: video files, live inputs, and iterators of frames.
+
+Every source yields `VideoFrame(timestamp, image)` (seconds, `[H, W, 3]` uint8 RGB), sampled by timestamp at a
+target fps (1 fps by default; variable frame rates handled by `TimestampSampler`) and decoded one frame at a
+time. A recorded source can be paced at wall-clock speed (`speed=1.0` plays it as if it were live, `2.0` twice
+as fast) or read as fast as possible (`speed=None`); a live source is paced by reality.
+
+`FrameSource.live` tells the session which backlog policy to use by default: a file blocks when the model falls
+behind (nothing is dropped), a live input drops the oldest waiting frames (and counts them).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from ..processing.video_io import TimestampSampler, VideoFrame, iter_video_frames, resolve_backend
+
+
+class FrameSource:
+    """A stream of sampled frames. Subclasses implement `_open` (validate, raise clear errors) and `_frames`."""
+
+    live: bool = False
+
+    def __init__(self, fps: float | None = 1.0, speed: float | None = None):
+        TimestampSampler(fps)  # validates fps
+        if speed is not None and not (speed > 0 and math.isfinite(speed)):
+            raise ValueError(f"speed must be a positive number or None (as fast as possible), got {speed}")
+        self.fps = fps
+        self.speed = speed
+        self._opened = False
+
+    def open(self) -> None:
+        """Open the source now, so a missing file, a corrupt file or an unreachable URL fails at once."""
+        if not self._opened:
+            self._open()
+            self._opened = True
+
+    def frames(self, stop: threading.Event | None = None) -> Iterator[VideoFrame]:
+        """The sampled frames, paced at `speed`; ends early (between frames) once `stop` is set."""
+        self.open()
+        stop = stop or threading.Event()
+        try:
+            for frame in _paced(self._frames(stop), self.speed, stop):
+                if stop.is_set():
+                    return
+                yield frame
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Release decoders and connections (the source cannot be iterated again)."""
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _frames(self, stop: threading.Event) -> Iterator[VideoFrame]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.describe()!r}, fps={self.fps}, speed={self.speed})"
+
+
+class FileSource(FrameSource):
+    """A video file, decoded with decord or PyAV (`backend`, default: the first installed).
+
+    `open()` decodes the first sampled frame, so a missing file, a file that is not a video, a file without a
+    video stream and a file with zero frames all fail there with `FileNotFoundError` or `ValueError`.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike, fps: float | None = 1.0, backend: str | None = None, speed: float | None = None
+    ):
+        super().__init__(fps, speed)
+        self.path = os.fspath(path)
+        self.backend = backend
+        self._iterator: Iterator[VideoFrame] | None = None
+        self._first: VideoFrame | None = None
+
+    def describe(self) -> str:
+        return self.path
+
+    def _open(self) -> None:
+        self.backend = resolve_backend(self.backend)
+        self._iterator = iter_video_frames(self.path, fps=self.fps, backend=self.backend)
+        self._first = next(self._iterator)  # iter_video_frames raises ValueError for a file with no frame
+
+    def _frames(self, stop: threading.Event) -> Iterator[VideoFrame]:
+        first, self._first = self._first, None
+        yield first
+        yield from self._iterator
+
+    def close(self) -> None:
+        if self._iterator is not None:
+            self._iterator.close()  # closes the decoder's container
+
+
+class LiveSource(FrameSource):
+    """A live input PyAV (FFmpeg) can open: an `rtsp://`, `http(s)://`, `udp://`, `tcp://`... URL, or a camera
+    device with its input format (`/dev/video0` with `format="v4l2"` on Linux, `"0"` with `"avfoundation"` on
+    macOS, `"video=NAME"` with `"dshow"` on Windows).
+
+    Timestamps are the stream's presentation times from the first frame on (the arrival time when the input
+    has none). Every frame is decoded, as codecs require; only sampled frames are converted to RGB.
+
+    Args:
+        url: the input.
+        fps: frames per second to keep.
+        format: FFmpeg input format (`"v4l2"`, `"avfoundation"`, `"dshow"`, ...); guessed from the URL if `None`.
+        options: FFmpeg options, e.g. `{"rtsp_transport": "tcp"}` or `{"video_size": "640x480"}`.
+        timeout: seconds to wait when opening, and for each read, before the input counts as dead.
+    """
+
+    live = True
+
+    def __init__(
+        self,
+        url: str,
+        fps: float | None = 1.0,
+        format: str | None = None,
+        options: dict[str, str] | None = None,
+        timeout: float = 10.0,
+    ):
+        super().__init__(fps, speed=None)
+        self.url = str(url)
+        self.format = format
+        self.options = dict(options or {})
+        self.timeout = timeout
+        self._container = None
+
+    def describe(self) -> str:
+        return self.url if self.format is None else f"{self.url} ({self.format})"
+
+    def _open(self) -> None:
+        import av
+
+        try:
+            self._container = av.open(
+                self.url, format=self.format, options=self.options, timeout=(self.timeout, self.timeout)
+            )
+        except (av.error.FFmpegError, OSError) as error:
+            raise ConnectionError(f"cannot open live source {self.describe()}: {error}") from error
+        if not self._container.streams.video:
+            self.close()
+            raise ValueError(f"live source {self.describe()} has no video stream")
+
+    def _frames(self, stop: threading.Event) -> Iterator[VideoFrame]:
+        import av
+
+        stream = self._container.streams.video[0]
+        stream.thread_type = "AUTO"
+        sampler = TimestampSampler(self.fps)
+        start = wall_start = None
+        count = 0
+        try:
+            for frame in self._container.decode(stream):
+                if stop.is_set():
+                    return
+                now = time.monotonic()
+                wall_start = now if wall_start is None else wall_start
+                if frame.time is not None:
+                    start = frame.time if start is None else start
+                    timestamp = frame.time - start
+                else:
+                    timestamp = now - wall_start
+                if sampler.accept(timestamp):
+                    count += 1
+                    yield VideoFrame(timestamp, frame.to_ndarray(format="rgb24"))
+        except (av.error.FFmpegError, OSError) as error:
+            raise ConnectionError(f"live source {self.describe()} failed after {count} frames: {error}") from error
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+
+class IteratorSource(FrameSource):
+    """Any iterable of frames: PIL images or `[H, W, 3]` uint8 arrays, `(timestamp, frame)` pairs, or
+    `VideoFrame`s.
+
+    Frames without a timestamp are stamped `index / frame_rate`; with no `frame_rate` they are taken as already
+    sampled at `fps` (every one is kept), or stamped with their arrival time when `live=True` (a camera
+    callback, a queue fed by another thread). Images are checked when the session preprocesses them, so a bad
+    frame is counted and skipped without ending the stream.
+    """
+
+    def __init__(
+        self,
+        frames: Iterable,
+        fps: float | None = 1.0,
+        frame_rate: float | None = None,
+        live: bool = False,
+        speed: float | None = None,
+        name: str = "frames",
+    ):
+        super().__init__(fps, speed)
+        if frame_rate is not None and not (frame_rate > 0 and math.isfinite(frame_rate)):
+            raise ValueError(f"frame_rate must be a positive number, got {frame_rate}")
+        if not isinstance(frames, Iterable):
+            raise TypeError(f"frames must be an iterable of images, got {type(frames).__name__}")
+        self.frame_rate = frame_rate if frame_rate is not None else (None if live else fps or 1.0)
+        self.live = live
+        self.name = name
+        self._source = frames
+        self._iterator: Iterator | None = None
+
+    def describe(self) -> str:
+        return self.name
+
+    def _open(self) -> None:
+        self._iterator = iter(self._source)
+
+    def _frames(self, stop: threading.Event) -> Iterator[VideoFrame]:
+        sampler = TimestampSampler(self.fps)
+        wall_start = time.monotonic()
+        for index, item in enumerate(self._iterator):
+            if isinstance(item, VideoFrame):
+                timestamp, image = item.timestamp, item.image
+            elif isinstance(item, tuple) and len(item) == 2:
+                timestamp, image = float(item[0]), item[1]
+            elif self.frame_rate is None:
+                timestamp, image = time.monotonic() - wall_start, item
+            else:
+                timestamp, image = index / self.frame_rate, item
+            if sampler.accept(timestamp):
+                yield VideoFrame(timestamp, _as_rgb_array(image))
+
+    def close(self) -> None:
+        if hasattr(self._iterator, "close"):
+            self._iterator.close()
+
+
+def open_source(
+    source,
+    fps: float | None = 1.0,
+    speed: float | None = None,
+    backend: str | None = None,
+    input_format: str | None = None,
+    options: dict[str, str] | None = None,
+) -> FrameSource:
+    """A `FrameSource` for `source`: a `FrameSource` (returned as is), a video file path, a URL
+    (`scheme://...`), a camera device (`/dev/videoN`, or any input with `input_format`), or an iterable of
+    frames. `speed` paces files and iterators; a live input is paced by reality and ignores it."""
+    if isinstance(source, FrameSource):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        spec = os.fspath(source)
+        is_device = spec.startswith("/dev/video")
+        if "://" in spec or is_device or input_format is not None:
+            fmt = input_format or ("v4l2" if is_device else None)
+            return LiveSource(spec, fps=fps, format=fmt, options=options)
+        return FileSource(spec, fps=fps, backend=backend, speed=speed)
+    if isinstance(source, Iterable) and not isinstance(source, (bytes, dict)):
+        return IteratorSource(source, fps=fps, speed=speed)
+    raise TypeError(
+        f"source must be a video file path, a URL, a camera device, an iterable of frames or a FrameSource, "
+        f"got {type(source).__name__}"
+    )
+
+
+def _as_rgb_array(image) -> np.ndarray:
+    """PIL images become `[H, W, 3]` arrays; anything else is passed on as it is (checked at preprocessing)."""
+    if hasattr(image, "getbands"):  # PIL.Image.Image without importing PIL
+        return np.asarray(image.convert("RGB"))
+    if hasattr(image, "numpy") and hasattr(image, "detach"):  # torch tensor
+        return image.detach().cpu().numpy()
+    return image
+
+
+def _paced(frames: Iterator[VideoFrame], speed: float | None, stop: threading.Event) -> Iterator[VideoFrame]:
+    """Release each frame at `first_wall_time + (timestamp - first_timestamp) / speed`. A consumer that falls
+    behind gets the late frames at once, so the stream catches up instead of drifting."""
+    if speed is None:
+        yield from frames
+        return
+    origin = None
+    for frame in frames:
+        now = time.monotonic()
+        if origin is None:
+            origin = now - frame.timestamp / speed
+        delay = origin + frame.timestamp / speed - now
+        if delay > 0 and stop.wait(delay):
+            return
+        yield frame
+
+
+__all__ = ["FileSource", "FrameSource", "IteratorSource", "LiveSource", "open_source"]
