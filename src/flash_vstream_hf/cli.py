@@ -17,6 +17,7 @@ COMMANDS = {
     "ask": ("flash_vstream_hf.commands.ask", "answer questions about a video as of given timestamps, in one pass"),
     "convert": ("flash_vstream_hf.conversion.convert", "convert the official checkpoint (original layout) to this format"),
     "export-hub": ("flash_vstream_hf.conversion.export_hub", "add remote code, model card and handler for the Hub; upload"),
+    "bench": ("flash_vstream_hf.benchmarks.cli", "benchmarks: STAR memory vs the alternatives (--quick for CI)"),
 }
 
 

@@ -198,9 +198,15 @@ def pool_spatial(features: torch.Tensor, pool_size: int) -> torch.Tensor:
     return pooled.permute(0, 2, 3, 1).reshape(*lead, pool_size * pool_size, dim)
 
 
-def squared_distances(points: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
-    """Squared Euclidean distances `[B, N, F] x [B, K, F] -> [B, N, K]` in the matmul form (no `[B, N, K, F]`)."""
-    point_norms = points.pow(2).sum(-1, keepdim=True)  # [B, N, 1]
+def squared_distances(
+    points: torch.Tensor, centroids: torch.Tensor, point_norms: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Squared Euclidean distances `[B, N, F] x [B, K, F] -> [B, N, K]` in the matmul form (no `[B, N, K, F]`).
+
+    `point_norms` `[B, N, 1]`, if given, must be `points.pow(2).sum(-1, keepdim=True)` (k-means reuses it).
+    """
+    if point_norms is None:
+        point_norms = points.pow(2).sum(-1, keepdim=True)  # [B, N, 1]
     centroid_norms = centroids.pow(2).sum(-1).unsqueeze(1)  # [B, 1, K]
     return torch.baddbmm(point_norms + centroid_norms, points, centroids.transpose(1, 2), alpha=-2.0)
 
@@ -228,28 +234,33 @@ def weighted_kmeans(
         Empty clusters are re-seeded with random points drawn from `generator` (the original uses Python's
         `random`, which this cannot reproduce).
     """
-    batch, num_points, dim = points.shape
+    batch, num_points, _ = points.shape
     init = torch.stack([torch.randperm(num_points, generator=generator)[:num_clusters] for _ in range(batch)])
-    centroids = points.gather(1, init.to(points.device).unsqueeze(-1).expand(-1, -1, dim))  # [B, K, F]
+    centroids = gather_frames(points, init)  # [B, K, F]
+    point_norms = points.pow(2).sum(-1, keepdim=True)  # [B, N, 1], the same every iteration
     sizes = weights.new_zeros(batch, num_clusters)
     running = torch.ones(batch, dtype=torch.bool, device=points.device)
     for _ in range(max_iter):
-        labels = squared_distances(points, centroids).argmin(-1)  # [B, N]
+        labels = squared_distances(points, centroids, point_norms).argmin(-1)  # [B, N]
         assignment = F.one_hot(labels, num_clusters).to(points.dtype) * weights.unsqueeze(-1)  # [B, N, K]
         new_sizes = assignment.sum(1)  # [B, K]
         new_centroids = assignment.transpose(1, 2) @ points / new_sizes.clamp_min(1e-12).unsqueeze(-1)
         empty = new_sizes == 0
         if empty.any():
             picks = torch.randint(num_points, (batch, num_clusters), generator=generator).to(points.device)
-            reseeded = points.gather(1, picks.unsqueeze(-1).expand(-1, -1, dim))
+            reseeded = gather_frames(points, picks)
             new_centroids = torch.where(empty.unsqueeze(-1), reseeded, new_centroids)
         shift = (centroids - new_centroids).norm(dim=-1).sum(-1)  # [B]
         sizes = torch.where(running.unsqueeze(-1), new_sizes, sizes)
-        moving = running & (shift >= tol)
-        centroids = torch.where(moving.view(-1, 1, 1), new_centroids, centroids)
-        running = moving
-        if not running.any():
+        running = running & (shift >= tol)
+        still_moving = int(running.sum())  # one host sync per iteration, as the stopping test needs anyway
+        if still_moving == 0:
             break
+        # Sets that stopped keep their centroids; skip the full-size select when every set moves (the usual case).
+        if still_moving == batch:
+            centroids = new_centroids
+        else:
+            centroids = torch.where(running.view(-1, 1, 1), new_centroids, centroids)
     return centroids, sizes
 
 
@@ -285,8 +296,14 @@ def nearest_rows(queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tenso
 
 
 def gather_frames(frames: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """`frames[b, index[b, i]]`: `[B, N, P, D]`, `[B, K]` -> `[B, K, P, D]`."""
-    return frames.gather(1, index.to(frames.device).view(*index.shape, 1, 1).expand(-1, -1, *frames.shape[2:]))
+    """`frames[b, index[b, i]]`: `[B, N, ...]`, `[B, K]` -> `[B, K, ...]` (frames, points, any rows).
+
+    `index_select` copies whole rows; `gather` with an expanded index reads one index per element, which made it
+    the largest cost of a k-means update at 16,384 features per row.
+    """
+    batch, length = frames.shape[:2]
+    flat_index = index.to(frames.device) + torch.arange(batch, device=frames.device).unsqueeze(1) * length  # [B, K]
+    return frames.flatten(0, 1).index_select(0, flat_index.flatten()).view(*index.shape, *frames.shape[2:])
 
 
 def fill(capacity: torch.Tensor, entries: torch.Tensor) -> torch.Tensor:
@@ -422,7 +439,7 @@ def select_key_frames(state: StarState, layout: StarLayout) -> torch.Tensor:
         return gather_frames(state.key_frames, order)
     stored = state.key_frames[:, : counts.temporal]
     stored_points = pool_spatial(stored, layout.temporal_pool_size).flatten(2)  # [B, n, P_tem^2 * D]
-    queries = stored_points.gather(1, order.unsqueeze(-1).expand(-1, -1, stored_points.shape[-1]))
+    queries = gather_frames(stored_points, order)
     return gather_frames(stored, nearest_rows(queries, stored_points))
 
 

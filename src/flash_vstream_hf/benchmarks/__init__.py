@@ -1,0 +1,13 @@
+"""Benchmark suite: Flash-VStream's STAR memory against the alternatives, at real CLIP ViT-L/14 / Vicuna-7B shapes.
+
+Run it with `flash-vstream bench` (or `python -m benchmarks` from a checkout); `--quick` gives CI-sized runs.
+Each measurement lives in its own module:
+
+- `update_cost`: memory update cost per frame and peak RSS vs frames seen, without the vision encoder;
+- `ttft`: time to first token vs frames seen;
+- `ingest`: frames per second through a ViT-L/14-shaped vision tower and the share spent in consolidation;
+- `baselines`: the alternatives (the released code's offline re-consolidation, naive full context, recent window);
+- `report`: tables, targets and the JSON file.
+
+Everything uses random weights and synthetic inputs (no download); only shapes matter for cost.
+"""

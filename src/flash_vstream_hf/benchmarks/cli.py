@@ -1,0 +1,124 @@
+"""`flash-vstream bench` / `python -m benchmarks`: run the benchmark suite, print markdown tables, write JSON."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+SECTIONS = ("update", "ttft", "ingest")
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="CI sizes: seconds, every code path, figures meaningless")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
+    parser.add_argument("--json", help="where to write the results (default benchmarks/results/bench-<sizes>.json)")
+    parser.add_argument(
+        "--from-json", metavar="PATH", help="measure nothing: print the tables and targets of a saved results file"
+    )
+    parser.add_argument(
+        "--threads", type=_positive_int, default=os.cpu_count() or 1,
+        help="torch intra-op threads for the vision tower and the language model (default: all cores)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--memory-threads", type=_positive_int, default=1,
+        help="torch intra-op threads for memory-only work: update cost, building memories (default 1: its ops are "
+        "too small to gain from more, and lose badly when other processes share the cores)",
+    )  # fmt: skip
+    parser.add_argument("--memory-dtype", choices=DTYPES, default="float32", help="STAR memory dtype (default float32)")
+    parser.add_argument(
+        "--llm-layers", type=_positive_int, help="decoder layers of the language model (overrides the sizes)"
+    )
+    parser.add_argument(
+        "--original-max-gb", type=_positive_float, default=6.0,
+        help="skip released-algorithm sizes whose [T, K, F] k-means tensors need more than this (default 6 GiB)",
+    )  # fmt: skip
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from . import report
+    from .common import load_average, torch_threads
+    from .ingest import measure_ingest
+    from .machine import machine_info
+    from .models import bench_model
+    from .sizes import FULL, QUICK
+    from .ttft import measure_ttft
+    from .update_cost import measure_update_cost
+
+    if args.from_json:
+        results = json.loads(Path(args.from_json).read_text())
+        results["targets"] = report.evaluate_targets(results, evaluate=results["sizes"] == "full")
+        print(report.render(results))
+        return 0
+
+    sizes = QUICK if args.quick else FULL
+    if args.llm_layers:
+        sizes = dataclasses.replace(sizes, llm={**sizes.llm, "num_hidden_layers": args.llm_layers})
+    json_path = args.json or os.path.join("benchmarks", "results", f"bench-{sizes.name}.json")
+    started = time.perf_counter()
+    settings = {name: value for name, value in vars(args).items() if name not in ("run", "command", "from_json")}
+
+    with torch_threads(args.threads):
+        results: dict = {
+            "suite": "flash-vstream-hf benchmarks",
+            "sizes": sizes.name,
+            "settings": {**settings, "sizes": dataclasses.asdict(sizes)},
+            "machine": machine_info(args.threads, quick=args.quick),
+        }
+        print(report.header(results) + "\n", flush=True)
+        if "update" in args.only:
+            _log("update cost and peak RSS ...")
+            results["update"] = measure_update_cost(
+                sizes, args.memory_threads, getattr(torch, args.memory_dtype), int(args.original_max_gb * 2**30), _log
+            )
+            print(report.section("update", results) + "\n", flush=True)
+        if "ttft" in args.only or "ingest" in args.only:
+            _log("building the model ...")
+            model = bench_model(sizes)
+            if "ttft" in args.only:
+                _log("time to first token ...")
+                results["ttft"] = measure_ttft(model, sizes, args.memory_threads, _log)
+                print(report.section("ttft", results) + "\n", flush=True)
+            if "ingest" in args.only:
+                _log("ingest ...")
+                results["ingest"] = measure_ingest(model, sizes, args.threads, args.memory_threads, _log)
+                print(report.section("ingest", results) + "\n", flush=True)
+        results["targets"] = report.evaluate_targets(results, evaluate=sizes.name == "full")
+        results["machine"]["load_average_end"] = load_average()
+        results["seconds"] = round(time.perf_counter() - started, 1)
+        print(report.footer(results))
+        path = report.write_json(results, json_path)
+        print(f"Ran in {results['seconds']:.0f} s; load average at end {load_average()}; results in {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,173 @@
+"""Memory update cost per frame and peak RSS vs frames seen, without the vision encoder.
+
+STAR memory and the recent window are streamed frame by frame through every checkpoint (100,000 frames in the
+full run). At each checkpoint the next `CYCLE` frames (one abstract-memory chunk, so its update is amortised)
+are timed `repeats` times from the same state, which the immutable `StarState` makes possible, and the median is
+kept. The released algorithm's state is its frame buffer, so it is built directly at each size and one frame's
+update (append + offline re-consolidation of all frames) is timed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import partial
+
+import torch
+
+from ..modeling.star_memory import consolidate, empty_state, pool_spatial
+from .baselines import RecentWindow, released_kmeans_bytes, released_update
+from .common import (
+    MB,
+    SyntheticFeatureStream,
+    abstract_attention,
+    current_rss,
+    peak_rss,
+    released_layout,
+    reset_peak_rss,
+    summary_ms,
+    time_calls,
+    torch_threads,
+)
+from .sizes import Sizes
+
+CYCLE = 25  # frames timed per checkpoint: one abstract chunk of the released layout
+PROGRESS_EVERY = 10_000
+
+
+def _mb(value: int | None) -> float | None:
+    return None if value is None else round(value / MB, 1)
+
+
+def measure_update_cost(
+    sizes: Sizes,
+    memory_threads: int,
+    memory_dtype: torch.dtype,
+    original_max_bytes: int,
+    log: Callable[[str], None],
+) -> dict:
+    """Rows `{method, frames_seen, ms_per_frame, peak_rss_mb, state_mb}` for STAR, recent window and released."""
+    config, layout = released_layout()
+    attention = abstract_attention(config)
+    stream = SyntheticFeatureStream(layout.patch_grid_size**2, layout.feature_size)
+    per_measurement_peaks = reset_peak_rss()
+    with torch.no_grad(), torch_threads(memory_threads):
+        rows = _stream_star_and_window(layout, attention, stream, sizes, memory_dtype, log)
+        rows += _released(layout, attention, stream, sizes, original_max_bytes, log)
+    return {
+        "rows": rows,
+        "layout": layout.to_dict(),
+        "memory_dtype": str(memory_dtype).removeprefix("torch."),
+        "memory_threads": memory_threads,
+        "cycle_frames": CYCLE,
+        "peak_rss_per_measurement": per_measurement_peaks,
+    }
+
+
+def _time_updates(step, state, frames: list[torch.Tensor], repeats: int) -> tuple[list[float], object]:
+    """Seconds to apply `frames` one by one from the same `state`, for each of `repeats` runs (the immutable
+    state makes every run do the same work), and the state they lead to."""
+    times = []
+    for _ in range(repeats):
+        current, start = state, time.perf_counter()
+        for features in frames:
+            current = step(current, features)
+        times.append(time.perf_counter() - start)
+    return times, current
+
+
+def _add_all(window: RecentWindow, frames: list[torch.Tensor]) -> None:
+    for features in frames:
+        window.add(features)
+
+
+def _stream_star_and_window(layout, attention, stream, sizes, dtype, log) -> list[dict]:
+    def step(state, features):
+        return consolidate(state, layout, pool_spatial(features, layout.spatial_pool_size), attention)
+
+    window = RecentWindow(layout, layout.num_tokens(layout.temporal_length + 2))
+    state = empty_state(layout, 1, "cpu", dtype)
+    reset_peak_rss()
+    rows, started = [], time.perf_counter()
+    for checkpoint in sizes.update_frames:
+        while state.frames_seen < checkpoint:
+            features = stream.frame(state.frames_seen)
+            state = step(state, features)
+            window.add(features)
+            if state.frames_seen % PROGRESS_EVERY == 0:
+                log(f"  streamed {state.frames_seen:,} frames ({time.perf_counter() - started:.0f} s)")
+        cycle = [stream.frame(checkpoint + i) for i in range(CYCLE)]
+        # A static scene (the same frame again and again) is k-means' worst case: duplicate points leave clusters
+        # empty, they are re-seeded and it runs all its iterations. Timed from the same state, then dropped.
+        static_seconds, _ = _time_updates(step, state, [cycle[0]] * CYCLE, sizes.update_repeats)
+        star_seconds, state = _time_updates(step, state, cycle, sizes.update_repeats)
+        window_seconds = time_calls(partial(_add_all, window, cycle), sizes.update_repeats)
+        peak = peak_rss()
+        rows.append(
+            {
+                "method": "star",
+                "frames_seen": checkpoint,
+                **summary_ms(star_seconds, CYCLE),
+                "static_ms_per_frame": summary_ms(static_seconds, CYCLE)["ms_per_frame"],
+                "peak_rss_mb": _mb(peak),
+                "rss_mb": _mb(current_rss()),
+                "state_mb": _mb(state.nbytes),  # fixed by the layout
+            }
+        )
+        window_bytes = sum(t.numel() * t.element_size() for t in window.frames)
+        rows.append(
+            {
+                "method": "window",
+                "frames_seen": checkpoint,
+                **summary_ms(window_seconds, CYCLE),
+                "peak_rss_mb": None,  # streamed in the same process as STAR: its peak is STAR's
+                "state_mb": _mb(window_bytes),
+            }
+        )
+        star_row = rows[-2]
+        log(
+            f"  STAR at {checkpoint:,} frames: {star_row['ms_per_frame']:.2f} ms/frame, peak {star_row['peak_rss_mb']} MB"
+        )
+    return rows
+
+
+def _released(layout, attention, stream, sizes, max_bytes, log) -> list[dict]:
+    generator = torch.Generator().manual_seed(layout.memory_seed)
+    buffer = torch.zeros(0, layout.spatial_tokens, layout.feature_size, dtype=torch.float16)
+    reset_peak_rss()
+    rows = []
+    for checkpoint in sorted(sizes.original_frames):
+        # The released k-means holds two [T, K, F] fp16 tensors at once ((x - c) and its square).
+        needed = 2 * released_kmeans_bytes(checkpoint + 1, layout)
+        if needed > max_bytes:
+            rows.append(
+                {
+                    "method": "original",
+                    "frames_seen": checkpoint,
+                    "ms_per_frame": None,
+                    "peak_rss_mb": None,
+                    "state_mb": _mb(buffer.element_size() * checkpoint * layout.spatial_tokens * layout.feature_size),
+                    "note": f"not run: its k-means needs {needed / 2**30:.1f} GiB (> --original-max-gb)",
+                }
+            )
+            log(f"  original at {checkpoint:,} frames: skipped ({rows[-1]['note']})")
+            continue
+        while buffer.shape[0] < checkpoint:  # the buffer holds every frame seen, 8x8-pooled, fp16
+            count = min(100, checkpoint - buffer.shape[0])
+            pooled = pool_spatial(stream.frames(buffer.shape[0], count), layout.spatial_pool_size)[0]
+            buffer = torch.cat([buffer, pooled.to(buffer.dtype)])
+        frame = pool_spatial(stream.frame(checkpoint), layout.spatial_pool_size)[0, 0]
+        update = partial(released_update, buffer, frame, layout, attention, generator)
+        seconds = time_calls(update, sizes.original_repeats)
+        rows.append(
+            {
+                "method": "original",
+                "frames_seen": checkpoint,
+                **summary_ms(seconds),
+                "peak_rss_mb": _mb(peak_rss()),
+                "state_mb": _mb(buffer.numel() * buffer.element_size()),
+            }
+        )
+        row = rows[-1]
+        log(f"  original at {checkpoint:,} frames: {row['ms_per_frame']:.1f} ms/frame, peak {row['peak_rss_mb']} MB")
+    return rows
