@@ -96,10 +96,13 @@ def measure_ttft(model, sizes: Sizes, memory_threads: int, log: Callable[[str], 
         cases["star", frames_list[0]][1]()  # warm-up: first calls pay one-time allocation and dispatch costs
         cases["window", frames_list[0]][1]()
         for round_index in range(sizes.ttft_repeats):
-            for key, measured in times.items():
+            # Alternate the order between rounds: a drift within a round (allocator growth, clocks) would
+            # otherwise always land on the largest sizes, which come last.
+            keys = list(times) if round_index % 2 == 0 else list(reversed(times))
+            for key in keys:
                 start = time.perf_counter()
                 cases[key][1]()
-                measured.append(time.perf_counter() - start)
+                times[key].append(time.perf_counter() - start)
             log(f"  TTFT round {round_index + 1}/{sizes.ttft_repeats} done")
 
     rows = []

@@ -1,20 +1,24 @@
 """Memory update cost per frame and peak RSS vs frames seen, without the vision encoder.
 
 STAR memory and the recent window are streamed frame by frame through every checkpoint (100,000 frames in the
-full run). At each checkpoint the next `CYCLE` frames (one abstract-memory chunk, so its update is amortised)
-are timed `repeats` times from the same state, which the immutable `StarState` makes possible, and the median is
-kept. The released algorithm's state is its frame buffer, so it is built directly at each size and one frame's
-update (append + offline re-consolidation of all frames) is timed.
+full run). STAR's state at each checkpoint is saved; after the stream, the next `CYCLE` frames (one abstract-memory
+chunk, so its update is amortised) are timed from every saved state in `repeats` rounds whose order alternates,
+and the median is kept: identical work at every size, timed under the same conditions. The released algorithm's
+state is its frame buffer, so it is built directly at each size and one frame's update (append + offline
+re-consolidation of all frames) is timed.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import torch
 
+from ..modeling import FlashVStreamMemory
 from ..modeling.star_memory import consolidate, empty_state, pool_spatial
 from .baselines import RecentWindow, released_kmeans_bytes, released_update
 from .common import (
@@ -52,7 +56,8 @@ def measure_update_cost(
     stream = SyntheticFeatureStream(layout.patch_grid_size**2, layout.feature_size)
     per_measurement_peaks = reset_peak_rss()
     with torch.no_grad(), torch_threads(memory_threads):
-        rows = _stream_star_and_window(layout, attention, stream, sizes, memory_dtype, log)
+        with tempfile.TemporaryDirectory() as scratch:
+            rows = _stream_star_and_window(layout, attention, stream, sizes, memory_dtype, log, scratch)
         rows += _released(layout, attention, stream, sizes, original_max_bytes, log)
     return {
         "rows": rows,
@@ -81,14 +86,14 @@ def _add_all(window: RecentWindow, frames: list[torch.Tensor]) -> None:
         window.add(features)
 
 
-def _stream_star_and_window(layout, attention, stream, sizes, dtype, log) -> list[dict]:
+def _stream_star_and_window(layout, attention, stream, sizes, dtype, log, scratch: str) -> list[dict]:
     def step(state, features):
         return consolidate(state, layout, pool_spatial(features, layout.spatial_pool_size), attention)
 
     window = RecentWindow(layout, layout.num_tokens(layout.temporal_length + 2))
     state = empty_state(layout, 1, "cpu", dtype)
     reset_peak_rss()
-    rows, started = [], time.perf_counter()
+    rows, checkpoints, started = [], [], time.perf_counter()
     for checkpoint in sizes.update_frames:
         while state.frames_seen < checkpoint:
             features = stream.frame(state.frames_seen)
@@ -97,37 +102,48 @@ def _stream_star_and_window(layout, attention, stream, sizes, dtype, log) -> lis
             if state.frames_seen % PROGRESS_EVERY == 0:
                 log(f"  streamed {state.frames_seen:,} frames ({time.perf_counter() - started:.0f} s)")
         cycle = [stream.frame(checkpoint + i) for i in range(CYCLE)]
-        # A static scene (the same frame again and again) is k-means' worst case: duplicate points leave clusters
-        # empty, they are re-seeded and it runs all its iterations. Timed from the same state, then dropped.
-        static_seconds, _ = _time_updates(step, state, [cycle[0]] * CYCLE, sizes.update_repeats)
-        star_seconds, state = _time_updates(step, state, cycle, sizes.update_repeats)
+        # Saved to disk rather than kept in RAM, so the peak RSS measured while streaming holds one state only.
+        saved = Path(scratch) / f"{checkpoint}.safetensors"
+        FlashVStreamMemory(layout, state).save(saved)
+        checkpoints.append((checkpoint, saved, cycle))
+        _, state = _time_updates(step, state, cycle, 1)
         window_seconds = time_calls(partial(_add_all, window, cycle), sizes.update_repeats)
-        peak = peak_rss()
-        rows.append(
-            {
-                "method": "star",
-                "frames_seen": checkpoint,
-                **summary_ms(star_seconds, CYCLE),
-                "static_ms_per_frame": summary_ms(static_seconds, CYCLE)["ms_per_frame"],
-                "peak_rss_mb": _mb(peak),
-                "rss_mb": _mb(current_rss()),
-                "state_mb": _mb(state.nbytes),  # fixed by the layout
-            }
-        )
+        star_row = {
+            "method": "star",
+            "frames_seen": checkpoint,
+            "peak_rss_mb": _mb(peak_rss()),
+            "rss_mb": _mb(current_rss()),
+            "state_mb": _mb(state.nbytes),  # fixed by the layout
+        }
         window_bytes = sum(t.numel() * t.element_size() for t in window.frames)
-        rows.append(
-            {
-                "method": "window",
-                "frames_seen": checkpoint,
-                **summary_ms(window_seconds, CYCLE),
-                "peak_rss_mb": None,  # streamed in the same process as STAR: its peak is STAR's
-                "state_mb": _mb(window_bytes),
-            }
-        )
-        star_row = rows[-2]
-        log(
-            f"  STAR at {checkpoint:,} frames: {star_row['ms_per_frame']:.2f} ms/frame, peak {star_row['peak_rss_mb']} MB"
-        )
+        window_row = {
+            "method": "window",
+            "frames_seen": checkpoint,
+            **summary_ms(window_seconds, CYCLE),
+            "peak_rss_mb": None,  # streamed in the same process as STAR: its peak is STAR's
+            "state_mb": _mb(window_bytes),
+        }
+        rows += [star_row, window_row]
+        log(f"  STAR at {checkpoint:,} frames: peak {star_row['peak_rss_mb']} MB")
+
+    # STAR's update is timed only now, from every checkpoint's saved state in rounds whose order alternates, so a
+    # drift over the run (allocator warm-up, clocks, other processes) does not land on the small or large sizes.
+    # A static scene (the same frame again and again) is k-means' worst case: duplicate points leave clusters
+    # empty, they are re-seeded and it runs all its iterations.
+    star_seconds = {checkpoint: [] for checkpoint, _, _ in checkpoints}
+    static_seconds = {checkpoint: [] for checkpoint, _, _ in checkpoints}
+    saved_states = {checkpoint: FlashVStreamMemory.load(path).state for checkpoint, path, _ in checkpoints}
+    for round_index in range(sizes.update_repeats):
+        for checkpoint, _, cycle in checkpoints if round_index % 2 == 0 else checkpoints[::-1]:
+            saved = saved_states[checkpoint]
+            star_seconds[checkpoint] += _time_updates(step, saved, cycle, 1)[0]
+            static_seconds[checkpoint] += _time_updates(step, saved, [cycle[0]] * CYCLE, 1)[0]
+    for row in rows:
+        if row["method"] == "star":
+            checkpoint = row["frames_seen"]
+            row.update(summary_ms(star_seconds[checkpoint], CYCLE))
+            row["static_ms_per_frame"] = summary_ms(static_seconds[checkpoint], CYCLE)["ms_per_frame"]
+            log(f"  STAR at {checkpoint:,} frames: {row['ms_per_frame']:.2f} ms/frame")
     return rows
 
 
