@@ -175,3 +175,13 @@ def test_targets_are_judged_from_the_measured_rows():
 def test_markdown_table_shape():
     table = markdown_table(["a", "b"], [["x", None], ["y", 2]]).splitlines()
     assert table[1] == "|:---|---:|" and table[2] == "| x | — |"
+
+
+def test_update_section_on_the_tiny_layout(tmp_path, capsys):
+    path = tmp_path / "tiny.json"
+    assert cli_main(["bench", "--quick", "--only", "update", "--memory-layout", "tiny", "--json", str(path)]) == 0
+    results = json.loads(path.read_text())
+    assert results["update"]["layout_name"] == "tiny"
+    assert results["update"]["layout"]["feature_size"] == tiny_config().vision_config.hidden_size
+    assert all(row["ms_per_frame"] is not None for row in results["update"]["rows"] if row["method"] == "star")
+    assert "tiny memory layout" in capsys.readouterr().out

@@ -43,6 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--memory-dtype", choices=DTYPES, default="float32", help="STAR memory dtype (default float32)")
     parser.add_argument(
+        "--memory-layout", choices=("released", "tiny"), default="released",
+        help="memory layout of the update-cost section: the released model's (default) or the tiny test model's "
+        "(targets are evaluated for the released one only)",
+    )  # fmt: skip
+    parser.add_argument(
         "--llm-layers", type=_positive_int, help="decoder layers of the language model (overrides the sizes)"
     )
     parser.add_argument(
@@ -95,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
         if "update" in args.only:
             _log("update cost and peak RSS ...")
             results["update"] = measure_update_cost(
-                sizes, args.memory_threads, getattr(torch, args.memory_dtype), int(args.original_max_gb * 2**30), _log
+                sizes, args.memory_threads, getattr(torch, args.memory_dtype), int(args.original_max_gb * 2**30), _log,
+                args.memory_layout,
             )
             print(report.section("update", results) + "\n", flush=True)
         if "ttft" in args.only or "ingest" in args.only:

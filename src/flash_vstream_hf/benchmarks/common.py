@@ -113,9 +113,20 @@ class SyntheticFeatureStream:
         return torch.cat([self.frame(start + i) for i in range(count)], dim=1)
 
 
-def released_layout() -> tuple[FlashVStreamConfig, StarLayout]:
-    """The released model's config (`FlashVStreamConfig()`: ViT-L/14, Vicuna-7B, 681 memory tokens) and layout."""
-    config = FlashVStreamConfig()
+MEMORY_LAYOUTS = ("released", "tiny")
+
+
+def released_layout(name: str = "released") -> tuple[FlashVStreamConfig, StarLayout]:
+    """A memory config and its layout: the released model's (`FlashVStreamConfig()`: ViT-L/14 features, 681 memory
+    tokens), or with `name="tiny"` the tiny test model's (`flash_vstream_hf.tiny`: 64-d features, 72 tokens)."""
+    if name not in MEMORY_LAYOUTS:
+        raise ValueError(f"memory layout must be one of {MEMORY_LAYOUTS}, got {name!r}")
+    if name == "tiny":
+        from ..tiny import tiny_config
+
+        config = tiny_config()
+    else:
+        config = FlashVStreamConfig()
     return config, StarLayout.from_config(config)
 
 

@@ -49,9 +49,11 @@ def measure_update_cost(
     memory_dtype: torch.dtype,
     original_max_bytes: int,
     log: Callable[[str], None],
+    layout_name: str = "released",
 ) -> dict:
-    """Rows `{method, frames_seen, ms_per_frame, peak_rss_mb, state_mb}` for STAR, recent window and released."""
-    config, layout = released_layout()
+    """Rows `{method, frames_seen, ms_per_frame, peak_rss_mb, state_mb}` for STAR, recent window and released,
+    with the released model's memory layout or (`layout_name="tiny"`) the tiny test model's."""
+    config, layout = released_layout(layout_name)
     attention = abstract_attention(config)
     stream = SyntheticFeatureStream(layout.patch_grid_size**2, layout.feature_size)
     per_measurement_peaks = reset_peak_rss()
@@ -62,6 +64,7 @@ def measure_update_cost(
     return {
         "rows": rows,
         "layout": layout.to_dict(),
+        "layout_name": layout_name,
         "memory_dtype": str(memory_dtype).removeprefix("torch."),
         "memory_threads": memory_threads,
         "cycle_frames": CYCLE,
