@@ -105,10 +105,11 @@ def _stream_star_and_window(layout, attention, stream, sizes, dtype, log, scratc
             if state.frames_seen % PROGRESS_EVERY == 0:
                 log(f"  streamed {state.frames_seen:,} frames ({time.perf_counter() - started:.0f} s)")
         cycle = [stream.frame(checkpoint + i) for i in range(CYCLE)]
-        # Saved to disk rather than kept in RAM, so the peak RSS measured while streaming holds one state only.
+        # Saved to disk rather than kept in RAM (and the cycle made again later), so the peak RSS measured while
+        # streaming holds one state only.
         saved = Path(scratch) / f"{checkpoint}.safetensors"
         FlashVStreamMemory(layout, state).save(saved)
-        checkpoints.append((checkpoint, saved, cycle))
+        checkpoints.append((checkpoint, saved))
         _, state = _time_updates(step, state, cycle, 1)
         window_seconds = time_calls(partial(_add_all, window, cycle), sizes.update_repeats)
         star_row = {
@@ -133,12 +134,13 @@ def _stream_star_and_window(layout, attention, stream, sizes, dtype, log, scratc
     # drift over the run (allocator warm-up, clocks, other processes) does not land on the small or large sizes.
     # A static scene (the same frame again and again) is k-means' worst case: duplicate points leave clusters
     # empty, they are re-seeded and it runs all its iterations.
-    star_seconds = {checkpoint: [] for checkpoint, _, _ in checkpoints}
-    static_seconds = {checkpoint: [] for checkpoint, _, _ in checkpoints}
-    saved_states = {checkpoint: FlashVStreamMemory.load(path).state for checkpoint, path, _ in checkpoints}
+    star_seconds = {checkpoint: [] for checkpoint, _ in checkpoints}
+    static_seconds = {checkpoint: [] for checkpoint, _ in checkpoints}
+    saved_states = {checkpoint: FlashVStreamMemory.load(path).state for checkpoint, path in checkpoints}
+    cycles = {checkpoint: [stream.frame(checkpoint + i) for i in range(CYCLE)] for checkpoint, _ in checkpoints}
     for round_index in range(sizes.update_repeats):
-        for checkpoint, _, cycle in checkpoints if round_index % 2 == 0 else checkpoints[::-1]:
-            saved = saved_states[checkpoint]
+        for checkpoint, _ in checkpoints if round_index % 2 == 0 else checkpoints[::-1]:
+            saved, cycle = saved_states[checkpoint], cycles[checkpoint]
             star_seconds[checkpoint] += _time_updates(step, saved, cycle, 1)[0]
             static_seconds[checkpoint] += _time_updates(step, saved, [cycle[0]] * CYCLE, 1)[0]
     for row in rows:
