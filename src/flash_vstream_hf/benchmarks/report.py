@@ -113,11 +113,12 @@ def ingest_table(result: dict, machine: dict) -> str:
           f"{100 * r['consolidation_share']:.1f}%", _fmt(r["fps"])] for r in result["rows"]],
     )  # fmt: skip
     flops, rate = result["vision_gflop_per_frame"], machine["matmul_gflops_fp32"]
+    fastest = min(r["vision_ms_per_frame"] for r in result["rows"]) / 1e3
     return (
         f"Ingest with the ViT-L/14-shaped vision tower ({result['vision_layers']} encoder layers, "
-        f"{flops:.0f} GFLOP per frame)\n\n{table}\n\nVision compute floor at the fp32 matmul rate measured at the "
-        f"start: {flops:.0f} GFLOP / {rate} GFLOP/s = {flops / rate:.2f} s per frame (at most {rate / flops:.2f} "
-        "frames/s)."
+        f"{flops:.0f} GFLOP per frame)\n\n{table}\n\n1 fps needs the vision tower to run at {flops:.0f} GFLOP/s; "
+        f"in its fastest setting here it ran at {flops / fastest:.0f} GFLOP/s ({fastest:.2f} s per frame), and a "
+        f"plain fp32 matmul measured {rate} GFLOP/s at the start of the run."
     )
 
 
@@ -130,9 +131,15 @@ def header(results: dict) -> str:
         f"work: {settings['memory_threads']}); load average at start {machine['load_average_start']}; measured "
         f"matmul {machine['matmul_gflops_fp32']} GFLOP/s fp32, {machine['matmul_gflops_bf16'] or 'not measured'} "
         "GFLOP/s bf16.\n\n"
-        "Shapes: CLIP ViT-L/14 features (16x16 patches x 1024), released STAR layout (681 tokens), random weights. "
+        f"Shapes: {_memory_shapes(settings.get('memory_layout', 'released'))}, random weights. "
         f"Language model: {settings['sizes']['llm_description']}."
     )
+
+
+def _memory_shapes(layout_name: str) -> str:
+    if layout_name == "tiny":
+        return "the tiny test model's features and STAR layout (8x8 patches x 64, 72 tokens) in the update section"
+    return "CLIP ViT-L/14 features (16x16 patches x 1024), released STAR layout (681 tokens)"
 
 
 def section(name: str, results: dict) -> str:
@@ -145,6 +152,8 @@ def section(name: str, results: dict) -> str:
 
 
 def footer(results: dict) -> str:
+    if not results["targets"]:
+        return "Targets: none evaluated (they are set for the released memory layout's full-size run)\n"
     return "Targets\n\n" + targets_table(results["targets"]) + "\n"
 
 
