@@ -36,8 +36,8 @@ from pathlib import Path
 
 import torch
 from accelerate import init_empty_weights
-from torch import nn
 from accelerate.utils import set_module_tensor_to_device
+from torch import nn
 
 from flash_vstream_hf import FlashVStreamConfig, FlashVStreamForConditionalGeneration
 

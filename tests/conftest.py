@@ -29,3 +29,14 @@ def frames(config):
         return torch.randn(batch, count, 3, size, size, generator=generator)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules whose tests run background threads: the ingest thread and the askers already use both cores,
+    and torch's own thread pool on top of them makes the tiny model's many small ops wait on each other (10-20x
+    slower on a busy 2-core machine). Use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from flash_vstream_hf.cli import main
 from flash_vstream_hf.commands.ask import parse_time
@@ -13,12 +12,7 @@ from flash_vstream_hf.tiny import tiny_config, tiny_model, tiny_processor, write
 NEW_TOKENS = 12
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # see test_streaming_session.py
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -5,18 +5,11 @@ import io
 import sys
 
 import pytest
-import torch
 
 from flash_vstream_hf.cli import main
 from flash_vstream_hf.tiny import write_synthetic_video
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # see test_streaming_session.py
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

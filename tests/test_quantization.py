@@ -9,11 +9,10 @@ broken quantization (wrong module, wrong scale) fails them.
 
 from __future__ import annotations
 
+import bitsandbytes as bnb
 import pytest
 import torch
 from torch import nn
-
-import bitsandbytes as bnb
 from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
 
 from flash_vstream_hf import FlashVStreamForConditionalGeneration, FlashVStreamModel

@@ -24,14 +24,7 @@ JOIN = 60  # seconds: a deadlock fails the test instead of hanging CI
 ASK = {"max_new_tokens": 3, "do_sample": False}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The ingest thread and the askers already use both cores; torch's own thread pool on top of them makes
-    the tiny model's many small ops wait on each other (10-20x slower on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
