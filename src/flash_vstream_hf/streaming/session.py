@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..modeling import FlashVStreamMemory
-from .answering import AnswerStream, NoFramesError, StreamSnapshot, TimedTextStreamer, generate_answer
+from .answering import Answer, AnswerStream, NoFramesError, StreamSnapshot, TimedTextStreamer, generate_answer
 from .backlog import BACKLOG_POLICIES, FrameBacklog
 from .sources import FrameSource, open_source
 
@@ -287,15 +287,7 @@ class StreamingSession:
         """
         started = time.perf_counter()
         snapshot = self._checked_snapshot(snapshot)
-        kwargs = {**self.generation_kwargs, **generate_kwargs}
-        try:
-            answer = generate_answer(self.model, self.processor, question, snapshot, kwargs, started)
-        except BaseException:
-            self._count_question(failed=True)
-            logger.exception("question failed: %r", question)
-            raise
-        self._count_question(failed=False)
-        return answer
+        return self._answer(question, snapshot, {**self.generation_kwargs, **generate_kwargs}, started)
 
     def ask_stream(
         self, question: str | list[dict], *, snapshot: StreamSnapshot | None = None, **generate_kwargs
@@ -306,16 +298,27 @@ class StreamingSession:
         kwargs = {**self.generation_kwargs, **generate_kwargs}
 
         def generate(streamer: TimedTextStreamer):
-            try:
-                answer = generate_answer(self.model, self.processor, question, snapshot, kwargs, started, streamer)
-            except BaseException:
-                self._count_question(failed=True)
-                logger.exception("question failed: %r", question)
-                raise
-            self._count_question(failed=False)
-            return answer
+            return self._answer(question, snapshot, kwargs, started, streamer)
 
         return AnswerStream(generate, TimedTextStreamer(self.processor.tokenizer))
+
+    def _answer(
+        self,
+        question: str | list[dict],
+        snapshot: StreamSnapshot,
+        kwargs: dict,
+        started: float,
+        streamer: TimedTextStreamer | None = None,
+    ) -> Answer:
+        """Answers one question; a failure is logged, counted and raised, and the stream goes on."""
+        try:
+            answer = generate_answer(self.model, self.processor, question, snapshot, kwargs, started, streamer)
+        except BaseException:
+            self._count_question(failed=True)
+            logger.exception("question failed: %r", question)
+            raise
+        self._count_question(failed=False)
+        return answer
 
     def _checked_snapshot(self, snapshot: StreamSnapshot | None) -> StreamSnapshot:
         """`snapshot`, or the memory now; a question about an empty memory fails at once (spec bug B11)."""
