@@ -25,7 +25,7 @@ def chat(monkeypatch, capsys, lines: list[str], *args: str) -> tuple[int, str]:
 
 def test_questions_commands_and_memory_resume(video, tmp_path, monkeypatch, capsys):
     saved = tmp_path / "memory.safetensors"
-    code, out = chat(monkeypatch, capsys, ["/wait 4", "What is moving?", "/wait", "/status", "/frobnicate",
+    code, out = chat(monkeypatch, capsys, ["/wait 4", "What is moving?", "/wait x", "/wait", "/status", "/frobnicate",
                                            f"/save {saved}", "And now?", "/quit", "never asked"],
                      video, "--speed", "20")  # fmt: skip
     assert code == 0
@@ -36,6 +36,7 @@ def test_questions_commands_and_memory_resume(video, tmp_path, monkeypatch, caps
     assert "[memory: 10 frames, 72 tokens, up to t=9.0 s" in answers[1]  # after /wait: the whole video
     assert any(line.startswith("finished | t=00:09.0 | frames=10") for line in lines)  # /status
     assert "unknown command /frobnicate" in out
+    assert "usage: /wait [N] (N a number of frames), got 'x'" in out  # a typo does not end the chat
     assert saved.is_file()
 
     code, out = chat(monkeypatch, capsys, ["/wait", "Still there?"], video, "--speed", "0", "--resume", str(saved))

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     print(HELP)
     with session:
         try:
-            if sys.stdin.isatty() and _has_prompt_toolkit():
+            if sys.stdin.isatty():
                 _interactive(session)
             else:
                 for line in sys.stdin:
@@ -70,10 +70,13 @@ def handle_line(session, line: str, out: TextIO) -> bool:
     if command == "/status":
         print(session.status().line(), file=out)
     elif command == "/wait":
-        if argument.strip():
+        if not argument.strip():
+            session.wait()
+        elif argument.strip().isdigit():
             session.wait_for_frames(int(argument))
         else:
-            session.wait()
+            print(f"usage: /wait [N] (N a number of frames), got {argument.strip()!r}", file=out)
+            return True
         print(session.status().line(), file=out)
     elif command == "/save":
         if not argument.strip():
@@ -100,14 +103,6 @@ def handle_line(session, line: str, out: TextIO) -> bool:
             print("(no frame in memory yet: ask again in a moment)", file=out)
         except Exception as error:  # the stream goes on; the session has logged and counted it
             print(f"\nerror: {type(error).__name__}: {error}", file=out)
-    return True
-
-
-def _has_prompt_toolkit() -> bool:
-    try:
-        import prompt_toolkit  # noqa: F401
-    except ImportError:
-        return False
     return True
 
 
