@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from .export_hub import add_upload_arguments, export_hub, push_to_hub
 from .mapping import KeyPlan, build_config, check_supported, plan_keys
 from .original_checkpoint import OriginalCheckpoint, resolve_input
 from .tokenizer import build_tokenizer
@@ -309,14 +310,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES), help="weights dtype (default bfloat16)")
     parser.add_argument("--max-shard-size", default="5GB", help="largest output shard (default 5GB)")
     parser.add_argument("--revision", help="Hub revision of --input")
-    parser.add_argument("--push-to-hub", metavar="REPO", help="then export the Hub files and upload the folder to REPO")
-    parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
-    parser.add_argument("--dry-run", action="store_true", help="with --push-to-hub: list what would be uploaded")
+    add_upload_arguments(parser)  # with --push-to-hub, the Hub files are exported first
 
 
 def run(args: argparse.Namespace) -> int:
-    from .export_hub import export_hub, push_to_hub
-
     try:
         report = convert_checkpoint(
             args.input,

@@ -111,6 +111,11 @@ def push_to_hub(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("folder", help="a folder written by `flash-vstream convert`")
     parser.add_argument("--model-card", help="card to write as README.md (default: the project's MODEL_CARD.md)")
+    add_upload_arguments(parser)
+
+
+def add_upload_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--push-to-hub REPO`, `--private` and `--dry-run`, shared with `flash-vstream convert`."""
     parser.add_argument("--push-to-hub", metavar="REPO", help="then upload the folder to this Hub model repo")
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
     parser.add_argument("--dry-run", action="store_true", help="with --push-to-hub: list what would be uploaded")
