@@ -28,9 +28,10 @@ from pathlib import Path
 
 import torch
 
+from flash_vstream_hf.conversion.mapping import VISION_PREFIX
+
 GB = 1e9
 SHARD_LIMIT = 10 * GB  # transformers 4.31's default max_shard_size, which split the release 9.98 + 4.15 GB
-CLIP_PREFIX = "model.vision_tower.vision_tower.vision_model."
 
 
 def original_shapes(layers: int) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
@@ -48,7 +49,7 @@ def original_shapes(layers: int) -> dict[str, tuple[tuple[int, ...], torch.dtype
         shapes[p + "input_layernorm.weight"] = ((4096,), bf16)
         shapes[p + "post_attention_layernorm.weight"] = ((4096,), bf16)
     shapes["model.norm.weight"] = ((4096,), bf16)
-    c = CLIP_PREFIX
+    c = VISION_PREFIX
     shapes[c + "embeddings.class_embedding"] = ((1024,), bf16)
     shapes[c + "embeddings.patch_embedding.weight"] = ((1024, 3, 14, 14), bf16)
     shapes[c + "embeddings.position_embedding.weight"] = ((257, 1024), bf16)

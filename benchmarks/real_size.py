@@ -10,7 +10,7 @@ loaded from it the way a user loads the converted model: `from_pretrained(dtype=
 `from_pretrained(quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4"))` for NF4.
 
 What is measured, per variant:
-- weights: `model.get_memory_footprint()` (parameters and buffers).
+- weights: bytes of parameters and buffers, bitsandbytes' quantization state included (`weights_bytes`).
 - peak GPU memory: `torch.cuda.max_memory_allocated()` (and `max_memory_reserved()`, closer to what nvidia-smi
   shows) while loading, and while streaming and answering; CUDA only.
 - time to first token: `generate(max_new_tokens=1)` from a memory snapshot after N frames (memory read-out,
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import statistics
 import sys
 import tempfile
@@ -40,6 +39,8 @@ from accelerate.utils import set_module_tensor_to_device
 from torch import nn
 
 from flash_vstream_hf import FlashVStreamConfig, FlashVStreamForConditionalGeneration
+from flash_vstream_hf.benchmarks.report import markdown_table, write_json
+from flash_vstream_hf.benchmarks.ttft import prompt_ids as text_ids
 
 FRAME_COUNTS = (1, 100, 1_000, 10_000)
 VARIANTS = ("fp16", "nf4")
@@ -140,10 +141,9 @@ def gigabytes(n: float) -> float:
 
 def prompt_ids(config: FlashVStreamConfig, num_video_tokens: int, device: torch.device) -> torch.Tensor:
     """`[1, PROMPT_TOKENS + num_video_tokens]`: BOS, text tokens, the `<video>` placeholders, more text."""
-    text = torch.randint(3, 32000, (PROMPT_TOKENS - 1,), generator=torch.Generator().manual_seed(0))
+    before, after = text_ids(config, 40, PROMPT_TOKENS - 41)
     video = torch.full((num_video_tokens,), config.video_token_id)
-    ids = torch.cat([torch.tensor([config.text_config.bos_token_id]), text[:40], video, text[40:]])
-    return ids.unsqueeze(0).to(device)
+    return torch.cat([before, video, after]).unsqueeze(0).to(device)
 
 
 def time_first_token(model, memory, device: torch.device, repeats: int) -> float:
@@ -232,15 +232,15 @@ def format_table(report: dict) -> str:
     cuda = report["device"].startswith("cuda")
     header = ["variant", "weights GB (computed)", *(["peak GPU GB (load)", "peak GPU GB (stream+answer)"] if cuda else []),
               *(f"TTFT {n:,} fr (s)" for n in frames), "ingest fps", "memory-only fps"]  # fmt: skip
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for variant, r in report["variants"].items():
         row = [variant, f"{r['weights_gb']:.3g} ({r['weights_computed_gb']:.3g})"]
         if cuda:
             row += [f"{r['load_peak_allocated_gb']:.2f}", f"{r['stream_peak_allocated_gb']:.2f}"]
         row += [f"{r['ttft_s'][str(n)]:.3f}" for n in frames]
         row += [f"{r['ingest_fps']:.1f}", f"{r['memory_only_fps']:.0f}"]
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
+        rows.append(row)
+    return markdown_table(header, rows)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -294,8 +294,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(report))
     print(PAPER)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+        write_json(report, args.json)
     return 0
 
 

@@ -31,7 +31,7 @@ import torch
 
 from flash_vstream_hf import FlashVStreamConfig, FlashVStreamForConditionalGeneration, StreamingSession
 from flash_vstream_hf.modeling.configuration_flash_vstream import CLIP_VIT_L14_224, VICUNA_7B
-from flash_vstream_hf.processing import FlashVStreamProcessor
+from flash_vstream_hf.streaming.answering import build_inputs
 from flash_vstream_hf.tiny import tiny_config, tiny_model, tiny_processor, tiny_tokenizer, write_synthetic_video
 
 QUESTION = "What is happening in the video right now?"
@@ -42,13 +42,10 @@ def build(preset: str, llm_layers: int, dtype: torch.dtype):
     if preset == "tiny":
         config = tiny_config()
         return tiny_model(config).to(dtype), tiny_processor(config), "tiny (random)"
-    from transformers import CLIPImageProcessorPil
-
-    tokenizer = tiny_tokenizer()
     config = FlashVStreamConfig(
         vision_config=dict(CLIP_VIT_L14_224),
         text_config={**VICUNA_7B, "num_hidden_layers": llm_layers},
-        video_token_id=tokenizer.video_token_id,
+        video_token_id=tiny_tokenizer().video_token_id,
     )
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # initialise in the target dtype: no transient fp32 copy
@@ -57,8 +54,7 @@ def build(preset: str, llm_layers: int, dtype: torch.dtype):
         model = FlashVStreamForConditionalGeneration(config).eval()
     finally:
         torch.set_default_dtype(default)
-    image_processor = CLIPImageProcessorPil(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224})
-    processor = FlashVStreamProcessor.from_model_config(config, image_processor, tokenizer)
+    processor = tiny_processor(config)  # the tiny character-level tokenizer, CLIP preprocessing at 224 px
     params = sum(p.numel() for p in model.parameters()) / 1e9
     return model, processor, f"ViT-L/14 + Vicuna-7B shape, {llm_layers}/32 LLM layers ({params:.2f} B params)"
 
@@ -113,9 +109,7 @@ def measure(preset: str, threads: int, args: argparse.Namespace, folder: Path) -
     still_running = session.running
     session.stop()
 
-    conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": QUESTION}]}]
-    prompt = processor.apply_chat_template(conversation, add_generation_prompt=True)
-    prompt_tokens = len(processor(text=prompt, num_video_tokens=idle[0].memory_tokens)["input_ids"][0])
+    prompt_tokens = build_inputs(processor, QUESTION, idle[0].memory_tokens, "cpu")["input_ids"].shape[1]
     return {
         "model": description,
         "dtype": args.dtype,

@@ -7,6 +7,8 @@ import os
 import sys
 import time
 
+from .sizes import MEMORY_LAYOUTS
+
 SECTIONS = ("update", "ttft", "ingest")
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -43,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--memory-dtype", choices=DTYPES, default="float32", help="STAR memory dtype (default float32)")
     parser.add_argument(
-        "--memory-layout", choices=("released", "tiny"), default="released",
+        "--memory-layout", choices=MEMORY_LAYOUTS, default="released",
         help="memory layout of the update-cost section: the released model's (default) or the tiny test model's "
         "(targets are evaluated for the released one only)",
     )  # fmt: skip
@@ -120,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
         results["seconds"] = round(time.perf_counter() - started, 1)
         print(report.footer(results))
         path = report.write_json(results, json_path)
-        print(f"Ran in {results['seconds']:.0f} s; load average at end {load_average()}; results in {path}")
+        print(f"Ran in {results['seconds']:.0f} s; load average at end {results['machine']['load_average_end']}; "
+              f"results in {path}")
     return 0
 
 

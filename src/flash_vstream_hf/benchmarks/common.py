@@ -15,6 +15,7 @@ import torch
 
 from ..modeling import FlashVStreamConfig, StarLayout
 from ..modeling.modeling_flash_vstream import FlashVStreamAbstractMemoryAttention
+from .sizes import MEMORY_LAYOUTS
 
 MB = 1024 * 1024
 
@@ -111,9 +112,6 @@ class SyntheticFeatureStream:
     def frames(self, start: int, count: int) -> torch.Tensor:
         """Frames `start .. start + count - 1` as one `[1, count, g*g, D]` tensor."""
         return torch.cat([self.frame(start + i) for i in range(count)], dim=1)
-
-
-MEMORY_LAYOUTS = ("released", "tiny")
 
 
 def released_layout(name: str = "released") -> tuple[FlashVStreamConfig, StarLayout]:

@@ -33,6 +33,16 @@ def _row(label: str, frames: int, batch: int, vision: float, memory: float, thre
     }
 
 
+def _timed_ingest(model, pixels: torch.Tensor, memory, memory_threads: int):
+    """Ingest `pixels` `[1, T, 3, H, W]`: returns `((vision seconds, consolidation seconds), memory)`."""
+    start = time.perf_counter()
+    features = model.model.get_frame_features(pixels)
+    middle = time.perf_counter()
+    with torch_threads(memory_threads):
+        memory = model.update_memory_from_features(features, memory)
+    return (middle - start, time.perf_counter() - middle), memory
+
+
 def measure_ingest(model, sizes: Sizes, threads: int, memory_threads: int, log: Callable[[str], None]) -> dict:
     config, layout = model.config, model.star_layout
     size = config.vision_config.image_size
@@ -51,26 +61,14 @@ def measure_ingest(model, sizes: Sizes, threads: int, memory_threads: int, log: 
         ):
             vision = consolidation = 0.0
             for index in range(sizes.ingest_frames):
-                start = time.perf_counter()
-                features = model.model.get_frame_features(pixels[:, index : index + 1])
-                middle = time.perf_counter()
-                with torch_threads(consolidation_threads):
-                    memory = model.update_memory_from_features(features, memory)
-                vision += middle - start
-                consolidation += time.perf_counter() - middle
+                seconds, memory = _timed_ingest(model, pixels[:, index : index + 1], memory, consolidation_threads)
+                vision, consolidation = vision + seconds[0], consolidation + seconds[1]
             rows.append(_row(label, sizes.ingest_frames, 1, vision, consolidation, threads, consolidation_threads))
             log(f"  ingest ({label}): {rows[-1]['fps']:.2f} frames/s")
 
-        start = time.perf_counter()
-        features = model.model.get_frame_features(pixels[:, : sizes.ingest_batch])
-        middle = time.perf_counter()
-        with torch_threads(memory_threads):
-            memory = model.update_memory_from_features(features, memory)
+        (vision, consolidation), memory = _timed_ingest(model, pixels[:, : sizes.ingest_batch], memory, memory_threads)
         label = f"{sizes.ingest_batch} queued frames per call, memory at {memory_threads} thread(s)"
-        rows.append(
-            _row(label, sizes.ingest_batch, sizes.ingest_batch, middle - start, time.perf_counter() - middle,
-                 threads, memory_threads)
-        )  # fmt: skip
+        rows.append(_row(label, sizes.ingest_batch, sizes.ingest_batch, vision, consolidation, threads, memory_threads))
         log(f"  ingest ({label}): {rows[-1]['fps']:.2f} frames/s")
     return {
         "rows": rows,

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 PROMPT_TOKENS_BEFORE = 36
 PROMPT_TOKENS_AFTER = 12
 
+MEMORY_LAYOUTS = ("released", "tiny")  # the released model's STAR layout, or the tiny test model's
+
 
 @dataclass(frozen=True)
 class Sizes:
@@ -64,5 +66,3 @@ QUICK = Sizes(
     ingest_frames=2,
     ingest_batch=2,
 )
-
-PRESETS = {"full": FULL, "quick": QUICK}

@@ -21,7 +21,7 @@ from .sizes import PROMPT_TOKENS_AFTER, PROMPT_TOKENS_BEFORE, Sizes
 BUILD_CHUNK = 64  # frames per update_memory_from_features call while the STAR memories are built
 
 
-def _prompt_ids(config, before: int, after: int) -> tuple[torch.Tensor, torch.Tensor]:
+def prompt_ids(config, before: int, after: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Fixed random text ids (BOS first) that are never the `<video>` token."""
     generator = torch.Generator().manual_seed(0)
     high = min(config.video_token_id, config.text_config.vocab_size)
@@ -33,7 +33,7 @@ def _prompt_ids(config, before: int, after: int) -> tuple[torch.Tensor, torch.Te
 def measure_ttft(model, sizes: Sizes, memory_threads: int, log: Callable[[str], None]) -> dict:
     """Rows `{method, frames_seen, tokens, seconds}` (seconds None where the prompt exceeds the context)."""
     config, layout = model.config, model.star_layout
-    before, after = _prompt_ids(config, PROMPT_TOKENS_BEFORE, PROMPT_TOKENS_AFTER)
+    before, after = prompt_ids(config, PROMPT_TOKENS_BEFORE, PROMPT_TOKENS_AFTER)
     text_tokens = before.numel() + after.numel()
     context = config.text_config.max_position_embeddings
     naive = NaiveContext(layout, context, text_tokens)

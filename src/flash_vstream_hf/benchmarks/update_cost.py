@@ -72,16 +72,17 @@ def measure_update_cost(
     }
 
 
-def _time_updates(step, state, frames: list[torch.Tensor], repeats: int) -> tuple[list[float], object]:
-    """Seconds to apply `frames` one by one from the same `state`, for each of `repeats` runs (the immutable
-    state makes every run do the same work), and the state they lead to."""
-    times = []
-    for _ in range(repeats):
-        current, start = state, time.perf_counter()
-        for features in frames:
-            current = step(current, features)
-        times.append(time.perf_counter() - start)
-    return times, current
+def _apply(step, state, frames: list[torch.Tensor]):
+    """The state after adding `frames` one by one (states are immutable: `state` itself is unchanged)."""
+    for features in frames:
+        state = step(state, features)
+    return state
+
+
+def _seconds_to_apply(step, state, frames: list[torch.Tensor]) -> float:
+    start = time.perf_counter()
+    _apply(step, state, frames)
+    return time.perf_counter() - start
 
 
 def _add_all(window: RecentWindow, frames: list[torch.Tensor]) -> None:
@@ -110,7 +111,7 @@ def _stream_star_and_window(layout, attention, stream, sizes, dtype, log, scratc
         saved = Path(scratch) / f"{checkpoint}.safetensors"
         FlashVStreamMemory(layout, state).save(saved)
         checkpoints.append((checkpoint, saved))
-        _, state = _time_updates(step, state, cycle, 1)
+        state = _apply(step, state, cycle)
         window_seconds = time_calls(partial(_add_all, window, cycle), sizes.update_repeats)
         star_row = {
             "method": "star",
@@ -141,8 +142,8 @@ def _stream_star_and_window(layout, attention, stream, sizes, dtype, log, scratc
     for round_index in range(sizes.update_repeats):
         for checkpoint, _ in checkpoints if round_index % 2 == 0 else checkpoints[::-1]:
             saved, cycle = saved_states[checkpoint], cycles[checkpoint]
-            star_seconds[checkpoint] += _time_updates(step, saved, cycle, 1)[0]
-            static_seconds[checkpoint] += _time_updates(step, saved, [cycle[0]] * CYCLE, 1)[0]
+            star_seconds[checkpoint].append(_seconds_to_apply(step, saved, cycle))
+            static_seconds[checkpoint].append(_seconds_to_apply(step, saved, [cycle[0]] * CYCLE))
     for row in rows:
         if row["method"] == "star":
             checkpoint = row["frames_seen"]
