@@ -7,6 +7,8 @@ import sys
 import pytest
 
 from flash_vstream_hf.cli import main
+from flash_vstream_hf.commands import chat as chat_command
+from flash_vstream_hf.commands import common
 from flash_vstream_hf.tiny import write_synthetic_video
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -44,9 +46,18 @@ def test_questions_commands_and_memory_resume(video, tmp_path, monkeypatch, caps
 
 
 def test_four_bit_tiny_model_answers(video, monkeypatch, capsys):
+    loaded = []
+
+    def load_and_keep(args):
+        loaded.append(common.load_model(args))
+        return loaded[-1]
+
+    monkeypatch.setattr(chat_command, "load_model", load_and_keep)
     code, out = chat(monkeypatch, capsys, ["/wait", "What is moving?"], video, "--speed", "0", "--load-in-4bit",
                      "--device", "cpu")  # fmt: skip
     assert code == 0 and "[memory: 10 frames" in out
+    model, _ = loaded[0]
+    assert model.is_quantized and model.config.quantization_config.load_in_4bit
 
 
 def test_a_bad_source_is_a_clear_error(tmp_path, monkeypatch, capsys):
