@@ -19,6 +19,20 @@ def processor(config):
     return tiny_processor(config)
 
 
+@pytest.fixture(scope="session")
+def tiny(model, processor):
+    """`(model, processor)`: the tiny model that `--model tiny` builds too (same config, same seed)."""
+    return model, processor
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """A folder holding `tiny_model().save_pretrained()`."""
+    path = tmp_path_factory.mktemp("tiny")
+    tiny_model().save_pretrained(path)
+    return path
+
+
 @pytest.fixture
 def frames(config):
     """A function returning `count` random preprocessed frames `[batch, count, 3, H, W]`."""

@@ -7,18 +7,12 @@ import pytest
 from flash_vstream_hf.cli import main
 from flash_vstream_hf.commands.ask import parse_time
 from flash_vstream_hf.processing import read_video_frames
-from flash_vstream_hf.tiny import tiny_config, tiny_model, tiny_processor, write_synthetic_video
+from flash_vstream_hf.tiny import write_synthetic_video
 
 NEW_TOKENS = 12
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    config = tiny_config()  # `--model tiny` builds the same model: same config, same seed
-    return tiny_model(config), tiny_processor(config)
 
 
 @pytest.fixture(scope="module")

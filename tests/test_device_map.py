@@ -11,14 +11,9 @@ from flash_vstream_hf import FlashVStreamForConditionalGeneration
 from flash_vstream_hf.modeling.quantization_flash_vstream import execution_device
 from flash_vstream_hf.tiny import tiny_config, tiny_model, tiny_processor
 
+from .helpers import assert_same_memory
+
 KEEP_WHOLE = ("model.multi_modal_projector", "model.abstract_memory_attention")
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny")
-    tiny_model().save_pretrained(path)
-    return path
 
 
 def model_bytes(model) -> int:
@@ -40,7 +35,7 @@ def stream_and_answer(model, frames: torch.Tensor):
 
 
 @pytest.mark.parametrize("cpu_fraction", [0.4, 0.0], ids=["cpu+disk", "all-disk"])
-def test_offloaded_model_streams_and_generates_like_the_unsplit_model(checkpoint, tmp_path, cpu_fraction):
+def test_offloaded_model_streams_and_generates_like_the_unsplit_model(checkpoint, frames, tmp_path, cpu_fraction):
     reference = FlashVStreamForConditionalGeneration.from_pretrained(checkpoint)
     budget = max(1, int(cpu_fraction * model_bytes(reference)))
     model = FlashVStreamForConditionalGeneration.from_pretrained(
@@ -53,12 +48,11 @@ def test_offloaded_model_streams_and_generates_like_the_unsplit_model(checkpoint
     assert any(name.startswith("model.vision_tower.") for name in offloaded)
     assert any(name.startswith("model.abstract_memory_attention.") for name in offloaded)
 
-    frames = torch.randn(1, 12, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    memory, logits, tokens = stream_and_answer(model, frames)
-    ref_memory, ref_logits, ref_tokens = stream_and_answer(reference, frames)
+    pixels = frames(12)
+    memory, logits, tokens = stream_and_answer(model, pixels)
+    ref_memory, ref_logits, ref_tokens = stream_and_answer(reference, pixels)
     assert memory.device.type == "cpu" and memory.frames_seen == 12
-    for name, tensor in ref_memory.state.tensors().items():
-        torch.testing.assert_close(memory.state.tensors()[name], tensor, rtol=0, atol=0, msg=name)
+    assert_same_memory(memory, ref_memory)
     torch.testing.assert_close(logits, ref_logits, rtol=0, atol=0)
     assert torch.equal(tokens, ref_tokens)
 

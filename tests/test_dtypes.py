@@ -25,13 +25,6 @@ REAL_LAYOUT = {
 }  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny")
-    tiny_model().save_pretrained(path)
-    return path
-
-
 def large_norm_features(num_frames: int) -> torch.Tensor:
     """`[1, T, 256, 1024]` features with a per-frame component, scaled like large CLIP activations: a pooled
     temporal point has a squared norm around 2.7e5, over fp16's largest value (65504)."""
@@ -41,10 +34,10 @@ def large_norm_features(num_frames: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("dtype", HALF, ids=str)
-def test_half_precision_loading_and_generation(checkpoint, dtype):
+def test_half_precision_loading_and_generation(checkpoint, frames, dtype):
     model = FlashVStreamForConditionalGeneration.from_pretrained(checkpoint, dtype=dtype)
     assert {p.dtype for p in model.parameters()} == {dtype}
-    memory = model.update_memory(torch.randn(1, 8, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    memory = model.update_memory(frames(8))
     assert memory.dtype == dtype and memory.state.temporal_sizes.dtype == torch.float32
     inputs = tiny_processor(model.config)(
         text="USER: <video>\nWhat moves? ASSISTANT:", num_video_tokens=memory.get_seq_length(), return_tensors="pt"

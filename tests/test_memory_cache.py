@@ -8,6 +8,8 @@ import torch
 from flash_vstream_hf import FlashVStreamMemory
 from flash_vstream_hf.tiny import tiny_config, tiny_model
 
+from .helpers import assert_same_memory
+
 
 def features(config, count: int, seed: int = 0, batch: int = 1) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
@@ -19,12 +21,6 @@ def stream(model, feats: torch.Tensor, chunk: int, memory=None):
     for start in range(0, feats.shape[1], chunk):
         memory = model.update_memory_from_features(feats[:, start : start + chunk], memory)
     return memory
-
-
-def assert_same_state(a: FlashVStreamMemory, b: FlashVStreamMemory):
-    assert a.frames_seen == b.frames_seen
-    for name, tensor in a.state.tensors().items():
-        assert torch.equal(tensor, getattr(b.state, name)), name
 
 
 def test_size_is_the_same_after_40_and_10000_frames(model, config):
@@ -40,14 +36,14 @@ def test_update_accepts_one_frame_or_many(model, frames):
     for index in range(5):
         one_by_one = model.update_memory(frames(5)[:, index : index + 1], one_by_one)
     all_at_once = model.update_memory(frames(5))
-    assert_same_state(one_by_one, all_at_once)  # no k-means yet: every path gives the same memory
+    assert_same_memory(one_by_one, all_at_once)  # no k-means yet: every path gives the same memory
 
 
 def test_same_frames_and_seed_give_a_bit_identical_memory(config):
     feats = features(config, 60)
     first = stream(tiny_model(config), feats, chunk=7)
     second = stream(tiny_model(config), feats, chunk=7)
-    assert_same_state(first, second)
+    assert_same_memory(first, second)
     other_seed = stream(tiny_model(tiny_config(memory_seed=1)), feats, chunk=7)
     assert not torch.equal(first.state.temporal, other_seed.state.temporal)
 
@@ -87,7 +83,7 @@ def test_saved_memory_resumes_exactly_as_the_uninterrupted_stream(model, config,
     first_half = stream(model, feats[:, :25], chunk=5)
     first_half.save(tmp_path / "memory.safetensors")
     resumed = stream(model, feats[:, 25:], chunk=5, memory=FlashVStreamMemory.load(tmp_path / "memory.safetensors"))
-    assert_same_state(resumed, uninterrupted)
+    assert_same_memory(resumed, uninterrupted)
 
 
 def test_save_replaces_the_file_atomically(model, config, tmp_path):

@@ -16,20 +16,15 @@ from torch import nn
 from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
 
 from flash_vstream_hf import FlashVStreamForConditionalGeneration, FlashVStreamModel
-from flash_vstream_hf.tiny import tiny_model, tiny_processor
+from flash_vstream_hf.tiny import tiny_processor
+
+from .helpers import assert_same_memory
 
 NF4_TOLERANCE = 0.25
 INT8_TOLERANCE = 0.05
 NOT_QUANTIZED = ("model.vision_tower", "model.multi_modal_projector", "model.abstract_memory_attention", "lm_head")
 
 NF4 = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny")
-    tiny_model().save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +93,7 @@ def test_auto_class_and_dict_config_get_the_defaults_too(checkpoint):
     assert quantized_names(model, bnb.nn.Linear4bit) == language_model_linears(model)
 
 
-def test_user_skip_list_replaces_the_defaults(checkpoint):
+def test_user_skip_list_replaces_the_defaults(checkpoint, frames):
     # Only lm_head listed: the user asked for everything else, vision tower included, to be quantized.
     model = load(checkpoint, **NF4, llm_int8_skip_modules=["lm_head"])
     quantized = quantized_names(model, bnb.nn.Linear4bit)
@@ -106,7 +101,7 @@ def test_user_skip_list_replaces_the_defaults(checkpoint):
     assert "model.multi_modal_projector.linear_1" in quantized
     assert "model.abstract_memory_attention.q_proj" in quantized
     assert type(model.lm_head) is nn.Linear
-    memory = model.update_memory(torch.randn(1, 12, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    memory = model.update_memory(frames(12))
     assert memory.dtype == torch.float32 and torch.isfinite(model.get_video_features(memory)).all()
     # The documented way to add to the defaults: extend the class's list.
     extra = "model.language_model.layers.0"
@@ -131,8 +126,7 @@ def test_quantized_memory_is_exact_and_logits_are_close(checkpoint, features, qu
     ref_memory = reference.update_memory_from_features(features)
     q_memory = quantized.update_memory_from_features(features)
     assert q_memory.dtype == torch.float32
-    for name, tensor in ref_memory.state.tensors().items():
-        assert torch.equal(q_memory.state.tensors()[name], tensor), name
+    assert_same_memory(q_memory, ref_memory)
     torch.testing.assert_close(
         quantized.get_video_features(q_memory), reference.get_video_features(ref_memory), rtol=0, atol=0
     )
@@ -140,19 +134,19 @@ def test_quantized_memory_is_exact_and_logits_are_close(checkpoint, features, qu
     assert 0 < error < tolerance
 
 
-def test_generate_with_memory_in_4bit(checkpoint):
+def test_generate_with_memory_in_4bit(checkpoint, frames):
     model = load(checkpoint, **NF4, bnb_4bit_compute_dtype=torch.bfloat16)
     processor = tiny_processor(model.config)
-    frames = torch.randn(1, 6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    memory = model.update_memory(frames[:, :3])
-    memory = model.update_memory(frames[:, 3:], memory)
+    pixels = frames(6, seed=1)
+    memory = model.update_memory(pixels[:, :3])
+    memory = model.update_memory(pixels[:, 3:], memory)
     inputs = processor(text="USER: <video>\nWhat moves? ASSISTANT:", num_video_tokens=memory.get_seq_length(),
                        return_tensors="pt")  # fmt: skip
     streamed = model.generate(**inputs, video_memory=memory, max_new_tokens=5, do_sample=False)
     assert streamed.shape == (1, inputs["input_ids"].shape[1] + 5)
     assert memory.frames_seen == 6
     # the offline path (all frames at prefill) builds the same memory, so it gives the same answer
-    offline = model.generate(**inputs, pixel_values_videos=frames, max_new_tokens=5, do_sample=False)
+    offline = model.generate(**inputs, pixel_values_videos=pixels, max_new_tokens=5, do_sample=False)
     assert torch.equal(offline, streamed)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from flash_vstream_hf.tiny import write_synthetic_video
 
-from .test_streaming_sources import http_server
+from .helpers import http_server
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

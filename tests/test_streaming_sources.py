@@ -1,8 +1,6 @@
 """Frame sources: real encoded files (decord and PyAV), live inputs over a local HTTP server, iterators;
 sampling by timestamp, pacing, and clear errors for bad inputs."""
 
-import functools
-import http.server
 import socket
 import threading
 import time
@@ -14,6 +12,8 @@ from PIL import Image
 
 from flash_vstream_hf.streaming import FileSource, IteratorSource, LiveSource, open_source
 from flash_vstream_hf.tiny import synthetic_frame, write_synthetic_video
+
+from .helpers import http_server
 
 BACKENDS = ["decord", "pyav"]
 
@@ -170,25 +170,3 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-class http_server:
-    """Serve `folder` on a local port for the duration of a `with` block; yields the base URL."""
-
-    def __init__(self, folder):
-        self.server = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(folder))
-        )
-
-    def __enter__(self) -> str:
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __exit__(self, *exc_info):
-        self.server.shutdown()
-        self.server.server_close()

@@ -1,0 +1,43 @@
+"""Helpers shared by test modules (fixtures live in conftest.py)."""
+
+import functools
+import http.server
+import threading
+
+import torch
+
+from flash_vstream_hf import FlashVStreamMemory
+
+
+def assert_same_memory(a: FlashVStreamMemory, b: FlashVStreamMemory, exact: bool = True) -> None:
+    """Same frames seen and the same state tensors: bit for bit, or with `exact=False` within float tolerance
+    (for memories whose frames went through the vision tower in differently sized batches)."""
+    assert a.frames_seen == b.frames_seen
+    expected = b.state.tensors()
+    for name, tensor in a.state.tensors().items():
+        if exact:
+            assert torch.equal(tensor, expected[name]), name
+        else:
+            torch.testing.assert_close(tensor, expected[name], msg=name)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+class http_server:
+    """Serve `folder` on a local port for the duration of a `with` block; yields the base URL."""
+
+    def __init__(self, folder):
+        self.server = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(folder))
+        )
+
+    def __enter__(self) -> str:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __exit__(self, *exc_info):
+        self.server.shutdown()
+        self.server.server_close()
