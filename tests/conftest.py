@@ -1,3 +1,5 @@
+import logging
+
 import pytest
 import torch
 
@@ -54,3 +56,31 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+class _DeprecationRecorder(logging.Handler):
+    """Collects what transformers logs about deprecated usage (it logs most deprecations instead of warning)."""
+
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "deprecat" in message.lower():
+            self.messages.append(message)
+
+
+@pytest.fixture(autouse=True)
+def no_transformers_deprecations(request):
+    """Fail a test in which transformers reports a deprecated usage, so this project's code keeps to the current
+    API of the installed release. Tests that use an old name on purpose carry `@pytest.mark.legacy_api`."""
+    recorder = _DeprecationRecorder()
+    logger = logging.getLogger("transformers")
+    logger.addHandler(recorder)
+    try:
+        yield
+    finally:
+        logger.removeHandler(recorder)
+    if recorder.messages and request.node.get_closest_marker("legacy_api") is None:
+        pytest.fail(f"transformers reported deprecated usage: {recorder.messages}")

@@ -21,6 +21,13 @@ def assert_same_memory(a: FlashVStreamMemory, b: FlashVStreamMemory, exact: bool
             torch.testing.assert_close(tensor, expected[name], msg=name)
 
 
+def prompt_inputs(processor, num_video_tokens: int, question: str = "What is moving?") -> dict:
+    """`input_ids` and `attention_mask` of a one-question chat about a memory of `num_video_tokens` tokens."""
+    chat = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+    text = processor.apply_chat_template(chat, add_generation_prompt=True)
+    return processor(text=text, num_video_tokens=num_video_tokens, return_tensors="pt")
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass

@@ -17,7 +17,7 @@ from flash_vstream_hf.benchmarks.baselines import NaiveContext, RecentWindow, re
 from flash_vstream_hf.benchmarks.report import evaluate_targets, markdown_table
 from flash_vstream_hf.benchmarks.sizes import QUICK
 from flash_vstream_hf.cli import main as cli_main
-from flash_vstream_hf.modeling.modeling_flash_vstream import FlashVStreamAbstractMemoryAttention
+from flash_vstream_hf.modeling.abstract_memory_attention import FlashVStreamAbstractMemoryAttention
 from flash_vstream_hf.modeling.star_memory import StarLayout, consolidate, empty_state, read_out
 from flash_vstream_hf.tiny import tiny_config
 

@@ -79,12 +79,13 @@ def converted_run(model, processor, frames: np.ndarray | None, seed: int):
         content.insert(0, {"type": "video"})
     prompt = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
     inputs = processor(text=prompt, videos=None if frames is None else frames, return_tensors="pt")
-    model.config.memory_seed = seed
     with torch.no_grad():
         memory = None
         if frames is not None:
-            memory = model.model.read_memory(model.update_memory(inputs["pixel_values_videos"]))[0]
-        logits = model(**inputs).logits[0, -1]
+            memory = model.model.read_memory(
+                model.update_memory(inputs["pixel_values_videos"], model.new_memory(seed=seed))
+            )[0]
+        logits = model(**inputs, video_memory=model.new_memory(seed=seed)).logits[0, -1]
     return inputs, memory, logits
 
 

@@ -116,7 +116,7 @@ def test_memory_of_another_config_is_rejected(model, config):
     with pytest.raises(ValueError, match="temporal_length: 8 != 5"):
         model.update_memory_from_features(features(config, 1), foreign)
     with pytest.raises(ValueError, match="another model config"):
-        model.get_video_features(foreign)
+        model.get_video_features(video_memory=foreign)
 
 
 def test_a_batch_of_streams_keeps_them_apart(model, config):

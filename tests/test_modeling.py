@@ -7,11 +7,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, Aut
 from flash_vstream_hf import FlashVStreamConfig, FlashVStreamForConditionalGeneration, FlashVStreamModel
 from flash_vstream_hf.tiny import tiny_config, tiny_model
 
-
-def prompt_ids(processor, num_video_tokens: int, question: str = "What is moving?") -> dict:
-    chat = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
-    text = processor.apply_chat_template(chat, add_generation_prompt=True)
-    return processor(text=text, num_video_tokens=num_video_tokens, return_tensors="pt")
+from .helpers import prompt_inputs as prompt_ids
 
 
 def test_forward_fills_placeholders_from_the_memory(model, processor, frames):
@@ -24,7 +20,7 @@ def test_forward_fills_placeholders_from_the_memory(model, processor, frames):
     # the placeholder positions hold the projected memory, in read-out order
     embeds = model.get_input_embeddings()(inputs["input_ids"])
     mask = inputs["input_ids"] == model.config.video_token_id
-    embeds[mask] = model.get_video_features(memory)[0]
+    embeds[mask] = model.get_video_features(video_memory=memory).pooler_output[0]
     manual = model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"])
     torch.testing.assert_close(manual.logits, out.logits)
 

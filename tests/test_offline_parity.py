@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from flash_vstream_hf import FlashVStreamConfig
-from flash_vstream_hf.modeling.modeling_flash_vstream import FlashVStreamAbstractMemoryAttention
+from flash_vstream_hf.modeling.abstract_memory_attention import FlashVStreamAbstractMemoryAttention
 from flash_vstream_hf.modeling.star_memory import StarLayout, consolidate, empty_state, pool_spatial, read_out
 from flash_vstream_hf.tiny import tiny_config, tiny_model
 

@@ -169,7 +169,7 @@ def test_abstract_update_with_uniform_attention_mixes_in_the_chunk_mean():
 
 
 def test_abstract_update_of_one_frame_is_an_ema_whatever_the_projections():
-    from flash_vstream_hf.modeling.modeling_flash_vstream import FlashVStreamAbstractMemoryAttention
+    from flash_vstream_hf.modeling.abstract_memory_attention import FlashVStreamAbstractMemoryAttention
 
     attention = FlashVStreamAbstractMemoryAttention(tiny_config())
     memory, frame = torch.randn(1, 4, 1, 64), torch.randn(1, 1, 1, 64)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..modeling import FlashVStreamConfig, StarLayout
-from ..modeling.modeling_flash_vstream import FlashVStreamAbstractMemoryAttention
+from ..modeling.abstract_memory_attention import FlashVStreamAbstractMemoryAttention
 from .sizes import MEMORY_LAYOUTS
 
 MB = 1024 * 1024

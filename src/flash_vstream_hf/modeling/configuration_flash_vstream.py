@@ -9,6 +9,12 @@ from transformers import PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 from transformers.models.auto.configuration_auto import AutoConfig
 
+from .transformers_compat import check_transformers_version
+
+# Before anything else can fail with a confusing error, also in the Hub remote-code bundle (where this file is the
+# first one transformers imports): a release outside the tested range is refused with the range to install.
+check_transformers_version()
+
 RETRIEVAL_MODES = ("original", "paper")
 
 # CLIP ViT-L/14 at 224 px, as used by the released Flash-VStream-7b.
@@ -75,6 +81,9 @@ class FlashVStreamConfig(PreTrainedConfig):
     """
 
     model_type = "flash_vstream"
+    # Outputs that `Trainer.evaluate`/`predict` must not gather as logits: the caches are objects, not tensors,
+    # and the read-out has the memory's batch, not the text batch.
+    keys_to_ignore_at_inference = ["cache", "past_key_values", "video_memory", "video_hidden_states"]
     attribute_map = {"video_token_index": "video_token_id"}
     sub_configs_defaults = {
         "vision_config": SubConfigSpec(

@@ -44,6 +44,14 @@ class FlashVStreamMemory:
         self._state = state
         self._update_lock = threading.Lock()
 
+    # A lock cannot be copied or pickled; a copy gets a lock of its own (`copy.deepcopy` of the generation kwargs
+    # in assisted decoding, `torch.export`, multiprocessing).
+    def __getstate__(self) -> dict:
+        return {"layout": self.layout, "state": self._state}
+
+    def __setstate__(self, values: dict) -> None:
+        self.__init__(values["layout"], values["state"])
+
     @classmethod
     def from_config(
         cls,
@@ -199,3 +207,8 @@ class FlashVStreamMemory:
             f"FlashVStreamMemory(batch_size={self.batch_size}, frames_seen={self.frames_seen}, "
             f"tokens={self.get_seq_length()}, nbytes={self.nbytes}, dtype={self.dtype}, device={self.device})"
         )
+
+
+# What `video_memory=` takes: one memory of B streams, or one memory per sample (`None` for a sample without a
+# video) when the videos of a batch have different lengths.
+VideoMemory = FlashVStreamMemory | list[FlashVStreamMemory | None]

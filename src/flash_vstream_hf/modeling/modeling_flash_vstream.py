@@ -7,7 +7,8 @@ the projected memory read-out. Passing `pixel_values_videos` instead builds a fr
 
 from __future__ import annotations
 
-import math
+import copy
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -15,46 +16,60 @@ from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
-from transformers.modeling_outputs import BaseModelOutputWithPast, ModelOutput
+from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils.generic import can_return_tuple
 
+from .abstract_memory_attention import FlashVStreamAbstractMemoryAttention
 from .configuration_flash_vstream import FlashVStreamConfig
-from .memory_flash_vstream import FlashVStreamMemory
+from .memory_flash_vstream import FlashVStreamMemory, VideoMemory
 from .quantization_flash_vstream import execution_device, floating_dtype, with_default_skip_modules
 from .star_memory import StarLayout, consolidate, empty_state, pool_spatial, read_out
+from .transformers_compat import cache_kwargs, output_cache, take_cache
 
 
+# The output classes extend transformers' own, so the text KV cache field has the name of the installed release
+# (`past_key_values` up to 5.23, `cache` from 5.24) and reading it by the other name works as for any model.
 @dataclass
 class FlashVStreamModelOutputWithPast(BaseModelOutputWithPast):
     r"""
-    video_memory (`FlashVStreamMemory`, *optional*): the memory the placeholders were filled from, updated with
-        `pixel_values_videos` if those were given. Pass it back as `video_memory=` like `past_key_values`.
+    video_memory (`FlashVStreamMemory` or a list of them, *optional*): the memory the placeholders were filled
+        from, updated with `pixel_values_videos` if those were given; one memory per sample (`None` for a
+        text-only one) when the videos of a batch have different lengths. Pass it back as `video_memory=`.
     video_hidden_states (`torch.FloatTensor` of shape `(memory_batch, num_video_tokens, hidden_size)`, *optional*):
-        the projected memory read-out.
+        the projected memory read-out (a tuple of `(1, num_video_tokens_i, hidden_size)`, `None` for a text-only
+        sample, with one memory per sample).
     """
 
-    video_memory: FlashVStreamMemory | None = None
-    video_hidden_states: torch.FloatTensor | None = None
+    video_memory: VideoMemory | None = None
+    video_hidden_states: torch.FloatTensor | tuple | None = None
 
 
 @dataclass
-class FlashVStreamCausalLMOutputWithPast(ModelOutput):
+class FlashVStreamCausalLMOutputWithPast(CausalLMOutputWithPast):
     r"""
-    loss (`torch.FloatTensor` of shape `(1,)`, *optional*): language modeling loss, when `labels` are given.
-    logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`): next-token scores.
-    past_key_values (`Cache`, *optional*): the text KV cache of this call.
-    video_memory (`FlashVStreamMemory`, *optional*): see `FlashVStreamModelOutputWithPast`.
-    video_hidden_states (`torch.FloatTensor`, *optional*): see `FlashVStreamModelOutputWithPast`.
+    video_memory (`FlashVStreamMemory` or a list of them, *optional*): see `FlashVStreamModelOutputWithPast`.
+    video_hidden_states (`torch.FloatTensor` or a tuple, *optional*): see `FlashVStreamModelOutputWithPast`.
     """
 
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
-    video_memory: FlashVStreamMemory | None = None
-    video_hidden_states: torch.FloatTensor | None = None
+    video_memory: VideoMemory | None = None
+    video_hidden_states: torch.FloatTensor | tuple | None = None
+
+
+@dataclass
+class FlashVStreamVideoOutput(BaseModelOutputWithPooling):
+    r"""
+    What `get_video_features` returns: the memory read-out as the language model sees it.
+
+    last_hidden_state (`torch.FloatTensor` of shape `(memory_batch, num_video_tokens, vision_hidden_size)`):
+        the read-out before the projector (`None` with one memory per sample).
+    pooler_output (`torch.FloatTensor` of shape `(memory_batch, num_video_tokens, text_hidden_size)`): the
+        projected read-out, what fills the `<video>` placeholders (a tuple of `(num_video_tokens_i,
+        text_hidden_size)` tensors, `None` for a text-only sample, with one memory per sample).
+    video_memory (`FlashVStreamMemory` or a list of them): the memory that was read.
+    """
+
+    video_memory: VideoMemory | None = None
 
 
 class FlashVStreamMultiModalProjector(nn.Module):
@@ -71,37 +86,15 @@ class FlashVStreamMultiModalProjector(nn.Module):
         return self.linear_2(self.act(self.linear_1(features)))
 
 
-class FlashVStreamAbstractMemoryAttention(nn.Module):
-    """Semantic attention of the abstract-memory update (paper Alg. 2; `attention_model` in the original code).
-
-    Only the query and key projections take part in the update: the original's value/output projections and
-    layer norm are never used at inference and are not kept.
-    """
-
-    def __init__(self, config: FlashVStreamConfig):
-        super().__init__()
-        self.hidden_size = config.abstract_hidden_size
-        self.q_proj = nn.Linear(config.vision_config.hidden_size, self.hidden_size)
-        self.k_proj = nn.Linear(config.vision_config.hidden_size, self.hidden_size)
-
-    def forward(self, memory: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-        """Attention weights `softmax(q(M) k(X)^T / sqrt(h))`: `[B, M, D] x [B, X, D] -> [B, M, X]` float32,
-        on the device of `memory` (the module itself may sit on another device under a `device_map`)."""
-        dtype = floating_dtype(self, memory.dtype)
-        device = execution_device(self)
-        query = self.q_proj(memory.to(device, dtype)).float()  # scores in float32: fp16 q.k can overflow
-        key = self.k_proj(frames.to(device, dtype)).float()
-        scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(self.hidden_size)
-        return scores.softmax(dim=-1).to(memory.device)
-
-
 class FlashVStreamPreTrainedModel(PreTrainedModel):
     config: FlashVStreamConfig
     config_class = FlashVStreamConfig
     base_model_prefix = "model"
     input_modalities = ("video", "text")
     supports_gradient_checkpointing = True
-    _skip_keys_device_placement = ["past_key_values", "video_memory"]
+    # accelerate must not move the caches: the text KV cache (named after the release, see transformers_compat) and
+    # the video memory, which follows the device of the modules that read it.
+    _skip_keys_device_placement = ["cache", "past_key_values", "video_memory"]
     # One device each: the attention multiplies the outputs of its two projections; the projector is two small layers.
     _no_split_modules = ["FlashVStreamAbstractMemoryAttention", "FlashVStreamMultiModalProjector"]
     # Modules bitsandbytes leaves in the compute dtype unless `llm_int8_skip_modules` is given: only the language
@@ -124,7 +117,11 @@ class FlashVStreamPreTrainedModel(PreTrainedModel):
 
 
 class FlashVStreamModel(FlashVStreamPreTrainedModel):
-    """Vision tower, STAR memory (with its learned abstract-memory attention), projector and Llama, no LM head."""
+    """Vision tower, STAR memory (with its learned abstract-memory attention), projector and Llama, no LM head.
+
+    The STAR fields of the config are read when the model is built (`star_layout`), as transformers models read
+    their sizes: build a new model to change them.
+    """
 
     # Frames are run through the vision tower this many at a time, so a long offline video needs bounded RAM.
     vision_batch_size = 64
@@ -133,15 +130,13 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
     def __init__(self, config: FlashVStreamConfig):
         super().__init__(config)
         config.check_star_memory()
+        # Built once: a forward pass must not rebuild it from the config (torch.compile cannot trace that).
+        self.star_layout = StarLayout.from_config(config)
         self.vision_tower = AutoModel.from_config(config.vision_config)
         self.multi_modal_projector = FlashVStreamMultiModalProjector(config)
         self.abstract_memory_attention = FlashVStreamAbstractMemoryAttention(config)
         self.language_model = AutoModel.from_config(config.text_config)
         self.post_init()
-
-    @property
-    def star_layout(self) -> StarLayout:
-        return StarLayout.from_config(self.config)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
@@ -161,11 +156,15 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
         """
         size = self.config.vision_config.image_size
         if not isinstance(pixel_values_videos, torch.Tensor) or pixel_values_videos.dim() != 5:
-            shape = tuple(pixel_values_videos.shape) if hasattr(pixel_values_videos, "shape") else type(pixel_values_videos)
+            shape = (
+                tuple(pixel_values_videos.shape) if hasattr(pixel_values_videos, "shape") else type(pixel_values_videos)
+            )
             raise ValueError(f"pixel_values_videos must be a [batch, frames, 3, {size}, {size}] tensor, got {shape}")
         batch, frames, channels, height, width = pixel_values_videos.shape
         if frames < 1 or batch < 1:
-            raise ValueError(f"pixel_values_videos must hold at least one frame, got shape {tuple(pixel_values_videos.shape)}")
+            raise ValueError(
+                f"pixel_values_videos must hold at least one frame, got shape {tuple(pixel_values_videos.shape)}"
+            )
         if (channels, height, width) != (3, size, size):
             raise ValueError(
                 f"pixel_values_videos frames must be [3, {size}, {size}], got {[channels, height, width]}; "
@@ -182,13 +181,18 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
 
     @torch.no_grad()
     def update_memory(
-        self, pixel_values_videos: torch.Tensor, video_memory: FlashVStreamMemory | None = None
-    ) -> FlashVStreamMemory:
+        self,
+        pixel_values_videos: torch.Tensor,
+        video_memory: FlashVStreamMemory | None = None,
+        video_frame_mask: torch.Tensor | None = None,
+    ) -> VideoMemory:
         """Encode frames `[B, T, 3, H, W]` and add them to `video_memory` (a new memory when `None`).
 
         The memory object is updated in place (a new state is swapped in; snapshots are unaffected) and returned.
+        With a `video_frame_mask` `[B, T]` (from the processor, 0 = padding frame) whose videos differ in length,
+        a list of one fresh memory per sample is returned (see `encode_videos`).
         """
-        return self._add_frames(self.get_frame_features(pixel_values_videos), video_memory)
+        return self.encode_videos(pixel_values_videos, video_frame_mask, video_memory)
 
     @torch.no_grad()
     def update_memory_from_features(
@@ -203,25 +207,86 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
             )
         return self._add_frames(pool_spatial(frame_features, self.config.spatial_pool_size), video_memory)
 
+    def encode_videos(
+        self,
+        pixel_values_videos: torch.Tensor,
+        video_frame_mask: torch.Tensor | None = None,
+        video_memory: FlashVStreamMemory | None = None,
+    ) -> VideoMemory:
+        """Add the real frames of every video to a memory (gradients flow when enabled).
+
+        Args:
+            pixel_values_videos: `[B, T, 3, H, W]`.
+            video_frame_mask: `[B, T]`, 1 for a real frame and 0 for padding (a batch of videos of different
+                lengths, or a text-only sample with no frame at all). `None`: every frame is real.
+            video_memory: the memory of `B` streams to add the frames to, or `None` for a fresh one.
+        Returns:
+            `video_memory` updated, or a new memory of `B` streams when every video has the same number of real
+            frames; otherwise a list of one new memory per sample, `None` for a sample without frames. A STAR
+            memory holds streams that have all seen the same number of frames, so videos of different lengths
+            cannot share one, and padding frames must never enter a memory as real ones.
+        """
+        videos = self._real_frames(pixel_values_videos, video_frame_mask)
+        if isinstance(videos, torch.Tensor):
+            return self._add_frames(self.get_frame_features(videos), video_memory)
+        if video_memory is not None:
+            raise ValueError(
+                "video_frame_mask marks videos of different lengths, which can only start new memories; "
+                "add frames to an existing video_memory one stream length at a time"
+            )
+        return [
+            None if video is None else self._add_frames(self.get_frame_features(video.unsqueeze(0)), None)
+            for video in videos
+        ]
+
+    @staticmethod
+    def _real_frames(
+        pixel_values_videos: torch.Tensor, video_frame_mask: torch.Tensor | None
+    ) -> torch.Tensor | list[torch.Tensor | None]:
+        """`[B, T', 3, H, W]` when every sample has `T'` real frames, else one `[T_i, 3, H, W]` (or `None`) each."""
+        if video_frame_mask is None:
+            return pixel_values_videos
+        if not isinstance(pixel_values_videos, torch.Tensor) or pixel_values_videos.dim() != 5:
+            raise ValueError("pixel_values_videos must be a [batch, frames, 3, H, W] tensor")
+        mask = torch.as_tensor(video_frame_mask).to(device=pixel_values_videos.device).bool()
+        if mask.shape != pixel_values_videos.shape[:2]:
+            raise ValueError(
+                f"video_frame_mask must be [batch, frames] = {list(pixel_values_videos.shape[:2])}, "
+                f"got {list(mask.shape)}"
+            )
+        if bool(mask.all()):
+            return pixel_values_videos
+        videos = [video[keep] if bool(keep.any()) else None for video, keep in zip(pixel_values_videos, mask)]
+        lengths = {0 if video is None else video.shape[0] for video in videos}
+        if len(lengths) == 1 and 0 not in lengths:
+            return torch.stack(videos)
+        return videos
+
     def new_memory(
-        self, batch_size: int = 1, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+        self,
+        batch_size: int = 1,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        seed: int | None = None,
     ) -> FlashVStreamMemory:
-        """An empty memory for this model, on the vision tower's device and dtype unless told otherwise."""
-        layout = self.star_layout
+        """An empty memory for this model, on the vision tower's device and dtype unless told otherwise, its k-means
+        generator seeded with `seed` (default: `config.memory_seed`)."""
+        layout = self.star_layout if seed is None else dataclasses.replace(self.star_layout, memory_seed=seed)
         device = device if device is not None else execution_device(self.vision_tower)
         dtype = dtype if dtype is not None else floating_dtype(self.vision_tower, self.dtype)
         return FlashVStreamMemory(layout, empty_state(layout, batch_size, device, dtype))
 
     def check_memory(self, video_memory: FlashVStreamMemory) -> None:
-        """Raise a `ValueError` if `video_memory` was built for another memory layout."""
+        """Raise a `ValueError` if `video_memory` was built for another memory layout (its seed may differ)."""
         if not isinstance(video_memory, FlashVStreamMemory):
             raise ValueError(f"video_memory must be a FlashVStreamMemory, got {type(video_memory).__name__}")
         layout = self.star_layout
-        if video_memory.layout != layout:  # dataclass equality: cheap on the per-frame path
-            raise ValueError(
-                "video_memory was built for another model config (memory != model): "
-                + "; ".join(video_memory.layout.differences(layout))
-            )
+        if video_memory.layout != layout:  # dataclass equality first: cheap on the per-frame path
+            differences = video_memory.layout.differences(layout, ignore=("memory_seed",))
+            if differences:
+                raise ValueError(
+                    "video_memory was built for another model config (memory != model): " + "; ".join(differences)
+                )
 
     def _add_frames(self, frames: torch.Tensor, video_memory: FlashVStreamMemory | None) -> FlashVStreamMemory:
         """Consolidate spatial-resolution frames `[B, T, P_spa^2, D]` into the memory (gradients flow when enabled)."""
@@ -246,11 +311,45 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
         self.check_memory(video_memory)
         return read_out(video_memory.state, self.star_layout, self.abstract_memory_attention)
 
-    def get_video_features(self, video_memory: FlashVStreamMemory) -> torch.Tensor:
-        """Projected memory read-out `[B, N, D_text]` (see `read_memory`)."""
-        tokens = self.read_memory(video_memory)
+    def project_memory(self, video_memory: FlashVStreamMemory) -> torch.Tensor:
+        """Projected memory read-out `[B, N, D_text]`: what fills the `<video>` placeholders (see `read_memory`)."""
+        return self._project(self.read_memory(video_memory))
+
+    def _project(self, tokens: torch.Tensor) -> torch.Tensor:
+        """`[B, N, D_vision] -> [B, N, D_text]` on the projector's device and dtype."""
         projector = self.multi_modal_projector
         return projector(tokens.to(execution_device(projector), floating_dtype(projector, tokens.dtype)))
+
+    def get_video_features(
+        self,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        video_frame_mask: torch.Tensor | None = None,
+        video_memory: VideoMemory | None = None,
+        **kwargs,
+    ) -> FlashVStreamVideoOutput:
+        """The video features the language model sees, as every transformers 5 multimodal model exposes them.
+
+        Args:
+            pixel_values_videos: `[B, T, 3, H, W]` frames, added to `video_memory` (a fresh one when `None`).
+            video_frame_mask: `[B, T]`, 0 for padding frames (see `encode_videos`).
+            video_memory: a memory to read (and to update, with frames).
+        Returns:
+            `FlashVStreamVideoOutput`: `pooler_output` `[B, N, D_text]` projected read-out, `last_hidden_state`
+            `[B, N, D_vision]` read-out before projection, and the `video_memory` read.
+        """
+        if isinstance(pixel_values_videos, FlashVStreamMemory):
+            raise TypeError("get_video_features takes frames first; pass a memory as video_memory=")
+        if pixel_values_videos is not None:
+            video_memory = self.encode_videos(pixel_values_videos, video_frame_mask, video_memory)
+        if video_memory is None:
+            raise ValueError("get_video_features needs pixel_values_videos or a video_memory")
+        if isinstance(video_memory, FlashVStreamMemory):
+            tokens = self.read_memory(video_memory)
+            return FlashVStreamVideoOutput(
+                last_hidden_state=tokens, pooler_output=self._project(tokens), video_memory=video_memory
+            )
+        per_sample = tuple(None if memory is None else self.project_memory(memory)[0] for memory in video_memory)
+        return FlashVStreamVideoOutput(pooler_output=per_sample, video_memory=video_memory)
 
     def get_placeholder_mask(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
         """`[B, L]` True where the input holds the `<video>` placeholder."""
@@ -262,42 +361,76 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
         return (inputs_embeds == video_embedding).all(-1)
 
     def fill_placeholders(
-        self, inputs_embeds: torch.Tensor, placeholders: torch.Tensor, video_memory: FlashVStreamMemory
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, inputs_embeds: torch.Tensor, placeholders: torch.Tensor, video_memory: VideoMemory
+    ) -> tuple[torch.Tensor, torch.Tensor | tuple]:
         """Write the projected memory into the placeholder positions of `inputs_embeds` `[B, L, D_text]`.
 
-        Every sample holds either no placeholder or exactly `video_memory.get_seq_length()` of them. A memory of
-        batch 1 serves every sample; a memory of batch `b` serves `B / b` consecutive samples each (beam search,
-        `num_return_sequences`).
+        Every sample holds either no placeholder or exactly as many as its memory gives tokens. A memory of batch
+        `b` (or a list of `b` memories) serves `B / b` consecutive samples each: beam search and
+        `num_return_sequences` expand the text batch, not the memory.
+
+        Returns:
+            the filled embeddings and the projected read-out (`video_hidden_states`).
         """
-        expected = video_memory.get_seq_length()
-        counts = placeholders.sum(-1)
-        wrong = [(i, int(n)) for i, n in enumerate(counts.tolist()) if n not in (0, expected)]
-        if wrong:
-            sample, found = wrong[0]
-            raise ValueError(
-                f"sample {sample} has {found} <video> placeholder tokens but video_memory gives {expected} tokens "
-                f"({video_memory.frames_seen} frames seen); build the prompt with "
-                "processor(..., num_video_tokens=video_memory.get_seq_length())"
-            )
-        features = self.get_video_features(video_memory)  # [b, N, D_text]
+        features, lengths = self._memory_features(video_memory)  # [b, N_max, D_text], [b]
         batch, memory_batch = inputs_embeds.shape[0], features.shape[0]
         if batch % memory_batch:
             raise ValueError(f"video_memory holds {memory_batch} streams, which cannot serve a batch of {batch}")
-        features = features.repeat_interleave(batch // memory_batch, dim=0)[counts > 0]
-        mask = placeholders.unsqueeze(-1).to(inputs_embeds.device)
-        filled = inputs_embeds.masked_scatter(mask, features.to(inputs_embeds.device, inputs_embeds.dtype))
-        return filled, features
+        repeats = batch // memory_batch
+        if not torch.compiler.is_compiling():  # a data-dependent check; compiled callers build prompts right
+            self._check_placeholder_counts(placeholders, [n for n in lengths for _ in range(repeats)], video_memory)
+        if features.shape[1] == 0:  # a memory that has seen no frame: nothing to fill
+            return inputs_embeds, features
+        features = features.repeat_interleave(repeats, dim=0).to(inputs_embeds.device, inputs_embeds.dtype)
+        # The k-th placeholder of a sample takes the k-th memory token of that sample: a gather with static shapes
+        # (no boolean indexing), so the same code serves any batch mix and compiles with fullgraph=True.
+        position = (placeholders.long().cumsum(-1) - 1).clamp(0, features.shape[1] - 1)  # [B, L]
+        gathered = features.gather(1, position.unsqueeze(-1).expand(-1, -1, features.shape[-1]))  # [B, L, D_text]
+        filled = torch.where(placeholders.unsqueeze(-1).to(inputs_embeds.device), gathered, inputs_embeds)
+        if isinstance(video_memory, FlashVStreamMemory):
+            return filled, features[::repeats]
+        return filled, tuple(None if n == 0 else f[None, :n] for f, n in zip(features[::repeats], lengths))
+
+    def _memory_features(self, video_memory: VideoMemory) -> tuple[torch.Tensor, list[int]]:
+        """Projected read-out of each stream, zero-padded to the longest: `[b, N_max, D_text]`, and each `N_i`."""
+        if isinstance(video_memory, FlashVStreamMemory):
+            features = self.project_memory(video_memory)
+            return features, [features.shape[1]] * features.shape[0]
+        memories = list(video_memory)
+        if not memories or any(m is not None and not isinstance(m, FlashVStreamMemory) for m in memories):
+            raise ValueError("video_memory must be a FlashVStreamMemory or a list of them (None for no video)")
+        per_sample = [None if m is None else self.project_memory(m) for m in memories]  # [1, N_i, D_text]
+        template = next(f for f in per_sample if f is not None) if any(f is not None for f in per_sample) else None
+        if template is None:
+            raise ValueError("the input holds <video> placeholders but no sample of video_memory has a video")
+        lengths = [0 if f is None else f.shape[1] for f in per_sample]
+        padded = template.new_zeros(len(memories), max(max(lengths), 1), template.shape[-1])
+        for i, f in enumerate(per_sample):
+            if f is not None:
+                padded[i, : f.shape[1]] = f[0]
+        return padded, lengths
+
+    @staticmethod
+    def _check_placeholder_counts(placeholders: torch.Tensor, expected: list[int], video_memory: VideoMemory) -> None:
+        for sample, (found, wanted) in enumerate(zip(placeholders.sum(-1).tolist(), expected)):
+            if found not in (0, wanted) or (found and not wanted):
+                seen = video_memory.frames_seen if isinstance(video_memory, FlashVStreamMemory) else "its"
+                raise ValueError(
+                    f"sample {sample} has {found} <video> placeholder tokens but its video memory gives {wanted} "
+                    f"tokens ({seen} frames seen); build the prompt with the processor from the same videos, or "
+                    "processor(..., num_video_tokens=video_memory.get_seq_length())"
+                )
 
     @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         pixel_values_videos: torch.FloatTensor | None = None,
-        video_memory: FlashVStreamMemory | None = None,
+        video_frame_mask: torch.Tensor | None = None,
+        video_memory: VideoMemory | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         **kwargs,
@@ -305,40 +438,45 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
         r"""
         pixel_values_videos (`torch.FloatTensor` of shape `(batch, frames, 3, H, W)`, *optional*): frames to add
             to `video_memory` (a fresh memory when it is `None`) before the placeholders are filled.
+        video_frame_mask (`torch.LongTensor` of shape `(batch, frames)`, *optional*): 0 for the padding frames of
+            a batch of videos of different lengths (the processor returns it).
         video_memory (`FlashVStreamMemory`, *optional*): the memory to answer from.
+        cache (`Cache`, *optional*): the text KV cache; `past_key_values=` (its name before transformers 5.24)
+            is accepted too.
         """
+        cache = take_cache(cache, kwargs)
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
         if pixel_values_videos is not None:
-            video_memory = self._add_frames(self.get_frame_features(pixel_values_videos), video_memory)
+            video_memory = self.encode_videos(pixel_values_videos, video_frame_mask, video_memory)
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
 
         placeholders = self.get_placeholder_mask(input_ids, inputs_embeds)
         video_hidden_states = None
-        if placeholders.any():
-            if video_memory is None:
-                raise ValueError(
-                    f"the input holds {int(placeholders.sum())} <video> placeholder tokens but neither "
-                    "video_memory nor pixel_values_videos was given"
-                )
+        if video_memory is not None:
             inputs_embeds, video_hidden_states = self.fill_placeholders(inputs_embeds, placeholders, video_memory)
+        elif not torch.compiler.is_compiling() and bool(placeholders.any()):
+            raise ValueError(
+                f"the input holds {int(placeholders.sum())} <video> placeholder tokens but neither "
+                "video_memory nor pixel_values_videos was given"
+            )
 
         outputs = self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            **cache_kwargs(cache),
             **kwargs,
         )
         return FlashVStreamModelOutputWithPast(
             last_hidden_state=outputs.last_hidden_state,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             video_memory=video_memory,
             video_hidden_states=video_hidden_states,
+            **cache_kwargs(output_cache(outputs)),
         )
 
 
@@ -375,10 +513,13 @@ class FlashVStreamForConditionalGeneration(FlashVStreamPreTrainedModel, Generati
         return self.model.star_layout
 
     def update_memory(
-        self, pixel_values_videos: torch.Tensor, video_memory: FlashVStreamMemory | None = None
-    ) -> FlashVStreamMemory:
+        self,
+        pixel_values_videos: torch.Tensor,
+        video_memory: FlashVStreamMemory | None = None,
+        video_frame_mask: torch.Tensor | None = None,
+    ) -> VideoMemory:
         """See `FlashVStreamModel.update_memory`."""
-        return self.model.update_memory(pixel_values_videos, video_memory)
+        return self.model.update_memory(pixel_values_videos, video_memory, video_frame_mask)
 
     def update_memory_from_features(
         self, frame_features: torch.Tensor, video_memory: FlashVStreamMemory | None = None
@@ -386,23 +527,30 @@ class FlashVStreamForConditionalGeneration(FlashVStreamPreTrainedModel, Generati
         """See `FlashVStreamModel.update_memory_from_features`."""
         return self.model.update_memory_from_features(frame_features, video_memory)
 
-    def new_memory(self, batch_size: int = 1, **kwargs) -> FlashVStreamMemory:
+    def new_memory(self, batch_size: int = 1, **kwargs) -> FlashVStreamMemory:  # device, dtype, seed
         """See `FlashVStreamModel.new_memory`."""
         return self.model.new_memory(batch_size, **kwargs)
 
-    def get_video_features(self, video_memory: FlashVStreamMemory) -> torch.Tensor:
+    def get_video_features(
+        self,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        video_frame_mask: torch.Tensor | None = None,
+        video_memory: VideoMemory | None = None,
+        **kwargs,
+    ) -> FlashVStreamVideoOutput:
         """See `FlashVStreamModel.get_video_features`."""
-        return self.model.get_video_features(video_memory)
+        return self.model.get_video_features(pixel_values_videos, video_frame_mask, video_memory, **kwargs)
 
     @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         pixel_values_videos: torch.FloatTensor | None = None,
-        video_memory: FlashVStreamMemory | None = None,
+        video_frame_mask: torch.Tensor | None = None,
+        video_memory: VideoMemory | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -412,17 +560,22 @@ class FlashVStreamForConditionalGeneration(FlashVStreamPreTrainedModel, Generati
         r"""
         pixel_values_videos (`torch.FloatTensor` of shape `(batch, frames, 3, H, W)`, *optional*): frames to add
             to `video_memory` (a fresh memory when it is `None`) before the placeholders are filled.
+        video_frame_mask (`torch.LongTensor` of shape `(batch, frames)`, *optional*): 0 for the padding frames of
+            a batch of videos of different lengths (the processor returns it).
         video_memory (`FlashVStreamMemory`, *optional*): the memory to answer from.
+        cache (`Cache`, *optional*): the text KV cache; `past_key_values=` (its name before transformers 5.24)
+            is accepted too.
         labels (`torch.LongTensor` of shape `(batch, sequence_length)`, *optional*): targets for the LM loss;
             `-100` (e.g. at placeholder positions) is ignored.
         """
         outputs = self.model(
             input_ids=input_ids,
             pixel_values_videos=pixel_values_videos,
+            video_frame_mask=video_frame_mask,
             video_memory=video_memory,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -436,11 +589,11 @@ class FlashVStreamForConditionalGeneration(FlashVStreamPreTrainedModel, Generati
         return FlashVStreamCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             video_memory=outputs.video_memory,
             video_hidden_states=outputs.video_hidden_states,
+            **cache_kwargs(output_cache(outputs)),
         )
 
     def generate(
@@ -448,7 +601,8 @@ class FlashVStreamForConditionalGeneration(FlashVStreamPreTrainedModel, Generati
         inputs: torch.Tensor | None = None,
         generation_config=None,
         pixel_values_videos: torch.FloatTensor | None = None,
-        video_memory: FlashVStreamMemory | None = None,
+        video_memory: VideoMemory | None = None,
+        video_frame_mask: torch.Tensor | None = None,
         **kwargs,
     ):
         """`GenerationMixin.generate` with a video memory.
@@ -458,14 +612,28 @@ class FlashVStreamForConditionalGeneration(FlashVStreamPreTrainedModel, Generati
         The `<video>` token is never generated.
         """
         if pixel_values_videos is not None:
-            video_memory = self.update_memory(pixel_values_videos, video_memory)
+            video_memory = self.update_memory(pixel_values_videos, video_memory, video_frame_mask)
         if video_memory is not None:
             kwargs["video_memory"] = video_memory
-        config = generation_config if generation_config is not None else self.generation_config
-        suppressed = list(kwargs.get("suppress_tokens", config.suppress_tokens) or [])
-        if self.config.video_token_id not in suppressed:
-            kwargs["suppress_tokens"] = [*suppressed, self.config.video_token_id]
+        generation_config = self._suppress_video_token(generation_config, kwargs)
         return super().generate(inputs, generation_config, **kwargs)
+
+    def _suppress_video_token(self, generation_config, kwargs: dict):
+        """Add `<video>` to the suppressed tokens where the caller's settings live: in `kwargs` when no
+        `generation_config` was given (or they already set `suppress_tokens`), else in a copy of the config, since
+        transformers deprecates a `generation_config` combined with generation keyword arguments."""
+        video_token = self.config.video_token_id
+        if generation_config is None or "suppress_tokens" in kwargs:
+            defaults = (generation_config or self.generation_config).suppress_tokens
+            suppressed = list(kwargs.get("suppress_tokens", defaults) or [])
+            if video_token not in suppressed:
+                kwargs["suppress_tokens"] = [*suppressed, video_token]
+            return generation_config
+        suppressed = list(generation_config.suppress_tokens or [])
+        if video_token not in suppressed:
+            generation_config = copy.deepcopy(generation_config)
+            generation_config.suppress_tokens = [*suppressed, video_token]
+        return generation_config
 
 
 __all__ = ["FlashVStreamModel", "FlashVStreamForConditionalGeneration", "FlashVStreamPreTrainedModel"]

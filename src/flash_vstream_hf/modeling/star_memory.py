@@ -63,10 +63,14 @@ class StarLayout:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def differences(self, other: StarLayout) -> list[str]:
-        """Names and values of the fields that differ, e.g. `["temporal_length: 25 != 8"]`."""
+    def differences(self, other: StarLayout, ignore: tuple[str, ...] = ()) -> list[str]:
+        """Names and values of the fields that differ, e.g. `["temporal_length: 25 != 8"]`, except `ignore`."""
         mine, theirs = self.to_dict(), other.to_dict()
-        return [f"{name}: {mine[name]!r} != {theirs[name]!r}" for name in mine if mine[name] != theirs[name]]
+        return [
+            f"{name}: {mine[name]!r} != {theirs[name]!r}"
+            for name in mine
+            if mine[name] != theirs[name] and name not in ignore
+        ]
 
     @property
     def spatial_tokens(self) -> int:
@@ -415,7 +419,9 @@ def update_abstract(
     chunk = layout.abstract_length
     full_chunks = queue.shape[1] // chunk
     for i in range(full_chunks):  # sequential by definition: each chunk updates the previous memory
-        abstract = abstract_update(abstract, queue[:, i * chunk : (i + 1) * chunk], attention, layout.abstract_update_ratio)
+        abstract = abstract_update(
+            abstract, queue[:, i * chunk : (i + 1) * chunk], attention, layout.abstract_update_ratio
+        )
     return new_state.replace(
         abstract=abstract,
         abstract_pending=fill(new_state.abstract_pending, queue[:, full_chunks * chunk :]),
