@@ -2,8 +2,11 @@
 
 import copy
 import importlib.metadata
+import importlib.util
 import logging
+import os
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,13 +19,16 @@ from flash_vstream_hf.modeling import transformers_compat as compat
 
 from .helpers import prompt_inputs
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def test_installed_release_is_inside_the_range_the_package_declares():
     declared = next(
         Requirement(r) for r in importlib.metadata.requires("flash-vstream-hf") if r.startswith("transformers")
     )
     assert declared.specifier == Requirement(compat.SUPPORTED_TRANSFORMERS).specifier
-    assert Version(transformers.__version__) in declared.specifier
+    if os.environ.get(compat.ALLOW_ANY_VERSION_ENV) != "1":  # scripts/check_transformers.py tries other releases
+        assert Version(transformers.__version__) in declared.specifier
 
 
 @pytest.mark.parametrize("version", ["5.22.2", "5.25.0", "6.0.0"])
@@ -86,3 +92,20 @@ def test_generate_reports_no_deprecation(tiny, frames, caplog):
         model.generate(input_ids=ids, video_memory=memory, generation_config=config)
     assert config.suppress_tokens == model.generation_config.suppress_tokens  # the caller's config is not changed
     assert not [r for r in caplog.records if "deprecat" in r.getMessage().lower()]
+
+
+def _release_check_script():
+    spec = importlib.util.spec_from_file_location("check_transformers", ROOT / "scripts" / "check_transformers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_release_check_script_reads_the_range_from_the_compat_module():
+    script = _release_check_script()
+    assert script.supported_bounds() == (compat.MINIMUM_TRANSFORMERS, compat.NEXT_UNTESTED_TRANSFORMERS)
+    assert script.requirement("floor") == f"transformers=={compat.MINIMUM_TRANSFORMERS}"
+    assert Requirement(script.requirement("newest")).specifier == Requirement(compat.SUPPORTED_TRANSFORMERS).specifier
+    assert script.requirement("5.25.0") == "transformers==5.25.0"
+    with pytest.raises(SystemExit, match="not a release number"):
+        script.requirement("5.25; rm -rf /")
