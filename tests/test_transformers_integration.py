@@ -121,3 +121,19 @@ def test_get_video_features_takes_frames_and_returns_the_standard_output(model, 
     torch.testing.assert_close(features.pooler_output, model.get_video_features(video_memory=memory).pooler_output)
     with pytest.raises(TypeError, match="pass a memory as video_memory="):
         model.get_video_features(memory)
+
+
+def test_forward_exports_with_the_memory_as_an_input(model, processor, frames):
+    memory = model.update_memory(frames(12))
+    inputs = prompt_inputs(processor, memory.get_seq_length())
+    exported = torch.export.export(
+        model, (), kwargs={**inputs, "video_memory": memory, "use_cache": False}, strict=False
+    )
+    other = model.update_memory(
+        frames(12, seed=3)
+    )  # same shapes, other contents: the memory is an input, not a constant
+    for video_memory in (memory, other):
+        with torch.no_grad():
+            expected = model(**inputs, video_memory=video_memory, use_cache=False).logits
+        got = exported.module()(**inputs, video_memory=video_memory, use_cache=False)
+        torch.testing.assert_close(got.logits, expected, rtol=1e-4, atol=1e-5)

@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 import torch
+import torch.utils._pytree as pytree
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -212,3 +213,29 @@ class FlashVStreamMemory:
 # What `video_memory=` takes: one memory of B streams, or one memory per sample (`None` for a sample without a
 # video) when the videos of a batch have different lengths.
 VideoMemory = FlashVStreamMemory | list[FlashVStreamMemory | None]
+
+
+# A pytree node for torch.export and torch.compile: the state tensors are the leaves; the layout and the frame count
+# (which fix every shape of the read-out) are the static context.
+def _flatten_memory(memory: FlashVStreamMemory) -> tuple[list[torch.Tensor], tuple]:
+    tensors = memory.state.tensors()
+    return list(tensors.values()), (memory.layout, memory.frames_seen, tuple(tensors))
+
+
+def _flatten_memory_with_keys(memory: FlashVStreamMemory) -> tuple[list, tuple]:
+    leaves, context = _flatten_memory(memory)
+    return [(pytree.MappingKey(name), leaf) for name, leaf in zip(context[2], leaves)], context
+
+
+def _unflatten_memory(leaves, context: tuple) -> FlashVStreamMemory:
+    layout, frames_seen, names = context
+    return FlashVStreamMemory(layout, StarState(frames_seen=frames_seen, **dict(zip(names, leaves))))
+
+
+pytree.register_pytree_node(
+    FlashVStreamMemory,
+    _flatten_memory,
+    _unflatten_memory,
+    serialized_type_name=f"{__name__}.FlashVStreamMemory",
+    flatten_with_keys_fn=_flatten_memory_with_keys,
+)
