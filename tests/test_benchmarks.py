@@ -5,6 +5,8 @@ Nothing here asserts speed: figures come from `flash-vstream bench`, never from 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import runpy
 import sys
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers.utils import logging as hf_logging
 
 from flash_vstream_hf.benchmarks.baselines import NaiveContext, RecentWindow, released_memory
 from flash_vstream_hf.benchmarks.report import evaluate_targets, markdown_table
@@ -22,23 +25,35 @@ from flash_vstream_hf.modeling.star_memory import StarLayout, consolidate, empty
 from flash_vstream_hf.tiny import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
+# the progress bars of a run, one per long step
+PROGRESS_STEPS = ("Streaming STAR + window", "Timing STAR updates", "Released algorithm", "Building memories",
+                  "Timing TTFT", "Ingest")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """One `flash-vstream bench --quick` run shared by the tests below: (stdout, parsed JSON, JSON path)."""
-    import contextlib
-    import io
-
+    """One `flash-vstream bench --quick` run shared by the tests below, progress bars on: (stdout, parsed JSON,
+    JSON path, stderr)."""
     path = tmp_path_factory.mktemp("bench") / "bench.json"
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with progress_bars(True), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         assert cli_main(["bench", "--quick", "--json", str(path)]) == 0
-    return stdout.getvalue(), json.loads(path.read_text()), path
+    return stdout.getvalue(), json.loads(path.read_text()), path, stderr.getvalue()
+
+
+@contextlib.contextmanager
+def progress_bars(enabled: bool):
+    """transformers' progress-bar switch, restored on exit."""
+    before = hf_logging.is_progress_bar_enabled()
+    (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (hf_logging.enable_progress_bar if before else hf_logging.disable_progress_bar)()
 
 
 def test_quick_run_prints_every_table(quick_run):
-    stdout, _, _ = quick_run
+    stdout, _, _, _ = quick_run
     for heading in ("Memory update cost per frame", "Peak RSS vs frames seen", "Time to first token",
                     "Ingest with the ViT-L/14-shaped vision tower", "Targets"):  # fmt: skip
         assert heading in stdout
@@ -57,7 +72,7 @@ def test_quick_run_prints_every_table(quick_run):
 
 
 def test_quick_run_json_is_complete(quick_run):
-    _, results, _ = quick_run
+    _, results, _, _ = quick_run
     assert results["sizes"] == "quick"
     assert results["machine"]["cpu_count"] >= 1 and results["machine"]["matmul_gflops_fp32"] > 0
 
@@ -93,8 +108,16 @@ def test_quick_run_json_is_complete(quick_run):
     assert all(t["met"] is None for t in results["targets"])  # --quick never claims a target
 
 
+def test_quick_run_shows_progress_bars_on_stderr(quick_run):
+    stdout, _, _, stderr = quick_run
+    for step in PROGRESS_STEPS:
+        assert f"{step}: 100%|" in stderr, step
+    assert "%|" not in stdout  # the tables stay clean
+    assert "update cost and peak RSS ..." in stderr  # step messages are still printed, between the bars
+
+
 def test_from_json_prints_the_saved_run_again(quick_run, capsys):
-    stdout, _, path = quick_run
+    stdout, _, path, _ = quick_run
     assert cli_main(["bench", "--from-json", str(path)]) == 0
     reprinted = capsys.readouterr().out
     tables = [line for line in stdout.splitlines() if line.startswith("|")]
@@ -177,11 +200,14 @@ def test_markdown_table_shape():
     assert table[1] == "|:---|---:|" and table[2] == "| x | — |"
 
 
-def test_update_section_on_the_tiny_layout(tmp_path, capsys):
+def test_update_section_on_the_tiny_layout_without_progress_bars(tmp_path, capsys):
     path = tmp_path / "tiny.json"
-    assert cli_main(["bench", "--quick", "--only", "update", "--memory-layout", "tiny", "--json", str(path)]) == 0
+    with progress_bars(False):
+        assert cli_main(["bench", "--quick", "--only", "update", "--memory-layout", "tiny", "--json", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "%|" not in captured.err
     results = json.loads(path.read_text())
     assert results["update"]["layout_name"] == "tiny"
     assert results["update"]["layout"]["feature_size"] == tiny_config().vision_config.hidden_size
     assert all(row["ms_per_frame"] is not None for row in results["update"]["rows"] if row["method"] == "star")
-    assert "tiny memory layout" in capsys.readouterr().out
+    assert "tiny memory layout" in captured.out

@@ -1,10 +1,14 @@
 """`flash-vstream convert`: key accounting, weights, config, vocabulary, generation config, inputs and errors."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 from safetensors import safe_open
+from transformers.utils import logging as hf_logging
 
 from flash_vstream_hf import FlashVStreamForConditionalGeneration
 from flash_vstream_hf.cli import main
@@ -154,7 +158,7 @@ def test_safetensors_input_and_sharded_output(original, checkpoint, converted, t
     assert set(index.values()) == set(report.shards) and not list((tmp_path / "out").glob("*.partial"))
     for shard in report.shards:
         with safe_open(tmp_path / "out" / shard, "pt") as handle:
-            assert all(index[key] == shard for key in handle.keys())
+            assert all(index[key] == shard for key in handle.keys())  # noqa: SIM118 (safe_open is not iterable)
     reloaded = FlashVStreamForConditionalGeneration.from_pretrained(tmp_path / "out").state_dict()
     reference = converted[1].state_dict()
     assert reloaded.keys() == reference.keys()
@@ -204,6 +208,69 @@ def test_cli_converts_and_dry_run_lists_the_upload(checkpoint, tmp_path, capsys)
     for name in ("model.safetensors", "config.json", "modeling_flash_vstream.py", "handler.py", "README.md"):
         assert f"  {name}  " in printed
     assert FlashVStreamForConditionalGeneration.from_pretrained(out).dtype == torch.float16
+
+
+def test_cli_checks_the_push_to_hub_repo_id_before_converting(checkpoint, tmp_path, capsys):
+    root, _ = checkpoint
+    out = tmp_path / "cli"
+    code = main(["convert", "--input", str(root / "original"), "--output", str(out), "--push-to-hub", "not a repo"])
+    assert code == 1 and "not a Hub repo id" in capsys.readouterr().err
+    assert not out.exists()
+
+
+# -- progress -----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def progress_bars():
+    """`set(enabled)`: switch transformers' progress bars (as `transformers.utils.logging` does); restored after."""
+    before = hf_logging.is_progress_bar_enabled()
+
+    def switch(enabled: bool) -> None:
+        (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
+
+    yield switch
+    switch(before)
+
+
+def tensors_read(report) -> int:
+    """Every tensor of the original checkpoint (written or dropped) plus the CLIP tensors of --vision-tower."""
+    return report.tensors_written + sum(len(keys) for keys in report.dropped.values())
+
+
+def test_convert_shows_a_progress_bar_on_stderr(checkpoint, tmp_path, capsys, progress_bars):
+    root, _ = checkpoint
+    progress_bars(True)
+    report = convert_checkpoint(str(root / "original"), tmp_path / "out", vision_tower=str(root / "clip"))
+    captured = capsys.readouterr()
+    total = tensors_read(report)
+    assert "Converting: 100%" in captured.err and f"{total}/{total}" in captured.err
+    assert "Converting" not in captured.out
+
+
+def test_convert_progress_bar_follows_transformers_switch(checkpoint, tmp_path, capsys, progress_bars):
+    root, _ = checkpoint
+    progress_bars(False)
+    convert_checkpoint(str(root / "original"), tmp_path / "out", vision_tower=str(root / "clip"))
+    assert "Converting" not in capsys.readouterr().err
+
+
+def test_cli_convert_progress_bar_off_with_hf_hub_disable_progress_bars(checkpoint, tmp_path):
+    root, _ = checkpoint
+    command = [sys.executable, "-m", "flash_vstream_hf", "convert", "--input", str(root / "original"),
+               "--vision-tower", str(root / "clip")]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)
+    shown = subprocess.run(
+        [*command, "--output", str(tmp_path / "a")], capture_output=True, text=True, env=env, check=False
+    )
+    hidden = subprocess.run(
+        [*command, "--output", str(tmp_path / "b")], capture_output=True, text=True, check=False,
+        env={**env, "HF_HUB_DISABLE_PROGRESS_BARS": "1"},
+    )  # fmt: skip
+    assert shown.returncode == hidden.returncode == 0, shown.stderr[-2000:] + hidden.stderr[-2000:]
+    assert "Converting: 100%" in shown.stderr
+    assert "Converting" not in hidden.stderr and "%|" not in hidden.stderr
 
 
 # -- errors -------------------------------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """`flash-vstream export-hub`: an exported folder loads with `trust_remote_code=True` where flash_vstream_hf cannot
-be imported, and its Inference Endpoints handler answers questions about a video at given times."""
+be imported (and refuses a transformers release outside the tested range), its card names the repo and a pipeline
+task that runs, and its Inference Endpoints handler answers questions about a video at given times."""
 
 import base64
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -13,17 +15,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from huggingface_hub import ModelCard
+from packaging.requirements import Requirement
 from PIL import Image
+from transformers import pipeline
 
 from flash_vstream_hf import FlashVStreamForConditionalGeneration, FlashVStreamProcessor
 from flash_vstream_hf.cli import main
 from flash_vstream_hf.conversion import convert_checkpoint, export_hub, push_to_hub
 from flash_vstream_hf.conversion.handler import _parse_question
+from flash_vstream_hf.modeling.transformers_compat import ALLOW_ANY_VERSION_ENV, SUPPORTED_TRANSFORMERS
 from flash_vstream_hf.tiny import synthetic_frame, write_synthetic_video
 
 from .original_layout import build_original_model, write_checkpoint, write_clip_folder
 
 QUESTION = "What happens?"
+REPO_ID = "someone/flash-vstream-tiny"
 # greedy, without the 256 byte-fallback ids (a random tiny model favours them, and their text is mostly U+FFFD)
 GENERATE = {"max_new_tokens": 6, "do_sample": False, "suppress_tokens": list(range(3, 259)) + list(range(400, 448))}
 
@@ -35,9 +42,9 @@ REMOTE_SCRIPT = textwrap.dedent(
     import json
     import numpy as np
     import torch
-    from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor, pipeline
 
-    folder, frames_path, request_path = sys.argv[1:4]
+    folder, frames_path, request_path, task, video_path = sys.argv[1:6]
     try:
         import flash_vstream_hf
         package_importable = True
@@ -57,13 +64,22 @@ REMOTE_SCRIPT = textwrap.dedent(
     from handler import EndpointHandler
 
     handler = EndpointHandler(folder)
-    answers = [handler(request) for request in json.load(open(request_path))]
+    requests = json.load(open(request_path))
+    answers = [handler(request) for request in requests]
+
+    # the card's pipeline_tag, as the Hub's widget and `pipeline(task, model=repo)` use it
+    video_chat = [{"role": "user", "content": [{"type": "video", "path": video_path},
+                                               {"type": "text", "text": "What happens?"}]}]
+    generated = pipeline(task, model=folder, trust_remote_code=True)(
+        text=video_chat, return_full_text=False, generate_kwargs=requests[0]["parameters"]
+    )
     print(json.dumps({
         "package_importable": package_importable,
         "classes": [type(x).__module__ + "." + type(x).__name__ for x in (config, base, model, processor)],
         "input_ids": inputs["input_ids"][0].tolist(),
         "logits": logits.tolist(),
         "answers": answers,
+        "pipeline": generated[0]["generated_text"],
     }))
     """
 )
@@ -75,7 +91,7 @@ def exported(tmp_path_factory):
     write_checkpoint(build_original_model(seed=0), root / "original")
     write_clip_folder(root / "clip")
     convert_checkpoint(str(root / "original"), root / "repo", vision_tower=str(root / "clip"), dtype="float32")
-    written = export_hub(root / "repo")
+    written = export_hub(root / "repo", repo_id=REPO_ID)
     return root, written
 
 
@@ -103,13 +119,37 @@ def remote(exported):
          "parameters": GENERATE},
     ]  # fmt: skip
     (root / "requests.json").write_text(json.dumps(requests))
-    env = {**os.environ, "HF_HOME": str(root / "hf_home"), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-c", REMOTE_SCRIPT, str(root / "repo"), str(root / "frames.npy"), str(root / "requests.json")],
-        capture_output=True, text=True, env=env, cwd=root, timeout=300, check=False,
-    )  # fmt: skip
+    task = card_metadata(root / "repo").pipeline_tag
+    arguments = [root / "repo", root / "frames.npy", root / "requests.json", task, video]
+    result = run_without_the_package(REMOTE_SCRIPT, arguments, root)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run_without_the_package(script: str, arguments: list, root: Path, **env: str) -> subprocess.CompletedProcess:
+    """Run `script` in a fresh interpreter, offline, with a Hub cache of its own under `root`."""
+    env = {**os.environ, "HF_HOME": str(root / "hf_home"), "HF_HUB_OFFLINE": "1", **env}
+    return subprocess.run(
+        [sys.executable, "-c", script, *map(str, arguments)],
+        capture_output=True, text=True, env=env, cwd=root, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def card_metadata(folder: Path):
+    """The exported README.md's front matter, parsed as the Hub does."""
+    return ModelCard((folder / "README.md").read_text()).data
+
+
+def python_blocks(card: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", card, flags=re.DOTALL)
+
+
+def minimal_folder(folder: Path) -> Path:
+    """What export-hub needs of a converted folder, without converting anything."""
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "flash_vstream"}))
+    (folder / "processor_config.json").write_text("{}")
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -132,8 +172,85 @@ def test_export_adds_remote_code_auto_map_card_and_handler(exported):
     assert json.loads((repo / "processor_config.json").read_text())["auto_map"] == {
         "AutoProcessor": "processing_flash_vstream.FlashVStreamProcessor"
     }
-    card = (repo / "README.md").read_text()
-    assert card.startswith("---\n") and "pipeline_tag: video-text-to-text" in card
+    assert (repo / "README.md").read_text().startswith("---\n")
+
+
+def test_card_metadata_names_the_source_checkpoint_and_the_pipeline_that_runs(exported):
+    root, _ = exported
+    metadata = card_metadata(root / "repo")
+    # registered for AutoModelForImageTextToText; transformers has no video-text-to-text pipeline
+    assert metadata.pipeline_tag == "image-text-to-text"
+    assert "video-text-to-text" in metadata.tags
+    assert metadata.base_model[0] == "IVGSZ/Flash-VStream-7b"
+    assert metadata.library_name == "transformers" and metadata.license == "llama2"
+
+
+def test_card_usage_code_names_the_repo_and_the_supported_transformers(exported):
+    root, _ = exported
+    card = (root / "repo" / "README.md").read_text()
+    blocks = python_blocks(card)
+    assert f'repo = "{REPO_ID}"' in blocks[0]
+    assert all("<this repo>" not in block and "OWNER/NAME" not in block for block in blocks)
+    assert "{{" not in card and "Replace `OWNER/NAME`" not in card
+    assert f"`{SUPPORTED_TRANSFORMERS}`" in card
+
+
+def test_card_without_a_repo_id_says_what_to_replace(tmp_path):
+    folder = minimal_folder(tmp_path / "repo")
+    export_hub(folder)
+    card = (folder / "README.md").read_text()
+    assert "{{" not in card and "<this repo>" not in card
+    assert 'repo = "OWNER/NAME"' in python_blocks(card)[0]
+    usage = card[card.index("## Usage") :]
+    assert usage.index("Replace `OWNER/NAME`") < usage.index("```python")  # said before the code
+
+
+def test_requirements_pin_the_supported_transformers(exported):
+    root, _ = exported
+    requirements = [Requirement(line) for line in (root / "repo" / "requirements.txt").read_text().splitlines()]
+    pinned = [r for r in requirements if r.name == "transformers"]
+    assert [str(r) for r in pinned] == [str(Requirement(SUPPORTED_TRANSFORMERS))]
+
+
+def test_card_pipeline_task_runs_on_the_remote_code(remote, local, exported):
+    root, _ = exported
+    model, processor = local
+    chat = [{"role": "user", "content": [{"type": "video", "path": str(root / "video.mp4")},
+                                         {"type": "text", "text": QUESTION}]}]  # fmt: skip
+    generated = pipeline("image-text-to-text", model=model, processor=processor)(
+        text=chat, return_full_text=False, generate_kwargs=GENERATE
+    )
+    assert remote["pipeline"] == generated[0]["generated_text"]
+
+
+VERSION_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import sys
+    sys.modules["flash_vstream_hf"] = None
+    import transformers
+    transformers.__version__ = "5.99.0"  # a release outside the supported range
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(sys.argv[1], trust_remote_code=True)
+    except ImportError as error:
+        print(json.dumps({"error": str(error)}))
+    else:
+        print(json.dumps({"loaded": type(config).__name__}))
+    """
+)
+
+
+def test_remote_code_refuses_an_unsupported_transformers_unless_overridden(exported):
+    root, _ = exported
+    refused = run_without_the_package(VERSION_SCRIPT, [root / "repo"], root)
+    assert refused.returncode == 0, refused.stderr[-3000:]
+    error = json.loads(refused.stdout.strip().splitlines()[-1]).get("error", "")
+    assert SUPPORTED_TRANSFORMERS in error and "5.99.0" in error, refused.stdout
+    allowed = run_without_the_package(VERSION_SCRIPT, [root / "repo"], root, **{ALLOW_ANY_VERSION_ENV: "1"})
+    assert allowed.returncode == 0, allowed.stderr[-3000:]
+    assert json.loads(allowed.stdout.strip().splitlines()[-1]) == {"loaded": "FlashVStreamConfig"}
 
 
 def test_remote_code_loads_without_the_package(remote, local):
@@ -224,8 +341,30 @@ def test_push_to_hub_creates_the_repo_and_uploads_the_folder(exported, monkeypat
     assert ("model.safetensors", (root / "repo" / "model.safetensors").stat().st_size) in files
 
 
-def test_cli_export_hub_dry_run(exported, capsys):
-    root, _ = exported
-    assert main(["export-hub", str(root / "repo"), "--push-to-hub", "someone/x", "--dry-run"]) == 0
+def test_cli_export_hub_dry_run(tmp_path, capsys):
+    folder = minimal_folder(tmp_path / "repo")
+    assert main(["export-hub", str(folder), "--push-to-hub", "someone/x", "--dry-run"]) == 0
     printed = capsys.readouterr().out
     assert "added to" in printed and "would upload" in printed and "  handler.py  " in printed
+    assert 'repo = "someone/x"' in python_blocks((folder / "README.md").read_text())[0]
+
+
+def test_cli_export_hub_repo_id_fills_in_the_card(tmp_path, capsys):
+    folder = minimal_folder(tmp_path / "repo")
+    assert main(["export-hub", str(folder), "--repo-id", "someone/y"]) == 0
+    assert 'repo = "someone/y"' in python_blocks((folder / "README.md").read_text())[0]
+    assert "--repo-id" not in capsys.readouterr().err
+    assert main(["export-hub", str(folder)]) == 0
+    assert "--repo-id" in capsys.readouterr().err  # the card says OWNER/NAME: say how to fill it in
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [(["--repo-id", "a/b", "--push-to-hub", "a/c"], "--repo-id a/b but --push-to-hub a/c"),
+     (["--repo-id", "not a repo id"], "not a repo id")],
+)  # fmt: skip
+def test_cli_export_hub_rejects_a_bad_repo_id(tmp_path, capsys, arguments, message):
+    folder = minimal_folder(tmp_path / "repo")
+    assert main(["export-hub", str(folder), *arguments]) == 1
+    assert message in capsys.readouterr().err
+    assert not (folder / "README.md").exists()  # checked before anything is written

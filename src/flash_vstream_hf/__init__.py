@@ -5,6 +5,7 @@ Importing the package registers the model with the transformers Auto classes, so
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
+from transformers.utils import logging
 
 from .modeling import (
     FlashVStreamConfig,
@@ -16,6 +17,11 @@ from .modeling import (
 from .processing import FlashVStreamProcessor
 
 __version__ = "0.1.0"
+
+# transformers' verbosity (`set_verbosity_*`, TRANSFORMERS_VERBOSITY) is the level of its root logger, which
+# loggers outside the `transformers.*` names do not follow (huggingface/transformers#17094): hanging this package's
+# top logger under it makes every flash_vstream_hf logger take transformers' level, handler and propagation.
+logging.get_logger(__name__).parent = logging.get_logger()
 
 AutoConfig.register(FlashVStreamConfig.model_type, FlashVStreamConfig, exist_ok=True)
 AutoModel.register(FlashVStreamConfig, FlashVStreamModel, exist_ok=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 from .sizes import MEMORY_LAYOUTS
@@ -59,7 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    from .progress import log  # between the progress bars of the steps
+
+    log(message)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,7 +103,11 @@ def run(args: argparse.Namespace) -> int:
         if "update" in args.only:
             _log("update cost and peak RSS ...")
             results["update"] = measure_update_cost(
-                sizes, args.memory_threads, getattr(torch, args.memory_dtype), int(args.original_max_gb * 2**30), _log,
+                sizes,
+                args.memory_threads,
+                getattr(torch, args.memory_dtype),
+                int(args.original_max_gb * 2**30),
+                _log,
                 args.memory_layout,
             )
             print(report.section("update", results) + "\n", flush=True)
@@ -122,8 +127,10 @@ def run(args: argparse.Namespace) -> int:
         results["seconds"] = round(time.perf_counter() - started, 1)
         print(report.footer(results))
         path = report.write_json(results, json_path)
-        print(f"Ran in {results['seconds']:.0f} s; load average at end {results['machine']['load_average_end']}; "
-              f"results in {path}")
+        print(
+            f"Ran in {results['seconds']:.0f} s; load average at end {results['machine']['load_average_end']}; "
+            f"results in {path}"
+        )
     return 0
 
 

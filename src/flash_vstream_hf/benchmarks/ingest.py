@@ -15,6 +15,7 @@ import torch
 
 from .common import SyntheticFeatureStream, torch_threads
 from .models import vision_flops
+from .progress import progress
 from .sizes import Sizes
 
 
@@ -50,6 +51,7 @@ def measure_ingest(model, sizes: Sizes, threads: int, memory_threads: int, log: 
     pixels = torch.randn(1, count, 3, size, size, generator=torch.Generator().manual_seed(0))
     stream = SyntheticFeatureStream(layout.patch_grid_size**2, layout.feature_size)
     rows = []
+    timing = progress(total=2 * sizes.ingest_frames + sizes.ingest_batch, desc="Ingest", unit="frame")
     with torch.inference_mode(), torch_threads(threads):
         warm = stream.frames(0, layout.temporal_length + layout.spatial_length + 4)
         memory = model.update_memory_from_features(warm)
@@ -63,10 +65,13 @@ def measure_ingest(model, sizes: Sizes, threads: int, memory_threads: int, log: 
             for index in range(sizes.ingest_frames):
                 seconds, memory = _timed_ingest(model, pixels[:, index : index + 1], memory, consolidation_threads)
                 vision, consolidation = vision + seconds[0], consolidation + seconds[1]
+                timing.update()
             rows.append(_row(label, sizes.ingest_frames, 1, vision, consolidation, threads, consolidation_threads))
             log(f"  ingest ({label}): {rows[-1]['fps']:.2f} frames/s")
 
         (vision, consolidation), memory = _timed_ingest(model, pixels[:, : sizes.ingest_batch], memory, memory_threads)
+        timing.update(sizes.ingest_batch)
+        timing.close()
         label = f"{sizes.ingest_batch} queued frames per call, memory at {memory_threads} thread(s)"
         rows.append(_row(label, sizes.ingest_batch, sizes.ingest_batch, vision, consolidation, threads, memory_threads))
         log(f"  ingest ({label}): {rows[-1]['fps']:.2f} frames/s")

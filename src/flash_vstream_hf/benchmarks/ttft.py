@@ -16,6 +16,7 @@ import torch
 
 from .baselines import NaiveContext, RecentWindow
 from .common import SyntheticFeatureStream, torch_threads
+from .progress import progress
 from .sizes import PROMPT_TOKENS_AFTER, PROMPT_TOKENS_BEFORE, Sizes
 
 BUILD_CHUNK = 64  # frames per update_memory_from_features call while the STAR memories are built
@@ -49,11 +50,13 @@ def measure_ttft(model, sizes: Sizes, memory_threads: int, log: Callable[[str], 
     started = time.perf_counter()
     memory, snapshots = None, {}
     naive_frames, window_frames = {}, {}
+    building = progress(total=frames_list[-1], desc="Building memories", unit="frame")
     with torch.no_grad(), torch_threads(memory_threads):
         for frames in frames_list:
             while memory is None or memory.frames_seen < frames:
                 seen = 0 if memory is None else memory.frames_seen
                 memory = model.update_memory_from_features(stream.frames(seen, min(BUILD_CHUNK, frames - seen)), memory)
+                building.update(memory.frames_seen - seen)
             snapshots[frames] = memory.snapshot()
             recent = stream.frames(frames - min(frames, window.window), min(frames, window.window))
             window.frames.clear()
@@ -63,6 +66,7 @@ def measure_ttft(model, sizes: Sizes, memory_threads: int, log: Callable[[str], 
                 naive.frames.clear()
                 naive.add(stream.frames(0, frames))
                 naive_frames[frames] = naive.tokens()
+    building.close()
     log(f"  built memories up to {frames_list[-1]:,} frames in {time.perf_counter() - started:.0f} s")
 
     def star(frames: int) -> Callable[[], object]:
@@ -92,6 +96,7 @@ def measure_ttft(model, sizes: Sizes, memory_threads: int, log: Callable[[str], 
         cases["window", frames] = (window_frames[frames].shape[0], from_tokens(window_frames[frames]))
 
     times: dict[tuple[str, int], list[float]] = {key: [] for key, (_, fn) in cases.items() if fn is not None}
+    timing = progress(total=sizes.ttft_repeats * len(times), desc="Timing TTFT", unit="call")
     with torch.inference_mode():
         cases["star", frames_list[0]][1]()  # warm-up: first calls pay one-time allocation and dispatch costs
         cases["window", frames_list[0]][1]()
@@ -103,7 +108,9 @@ def measure_ttft(model, sizes: Sizes, memory_threads: int, log: Callable[[str], 
                 start = time.perf_counter()
                 cases[key][1]()
                 times[key].append(time.perf_counter() - start)
+                timing.update()
             log(f"  TTFT round {round_index + 1}/{sizes.ttft_repeats} done")
+    timing.close()
 
     rows = []
     for (method, frames), (tokens, _) in cases.items():

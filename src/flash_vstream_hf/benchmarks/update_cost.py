@@ -33,10 +33,10 @@ from .common import (
     time_calls,
     torch_threads,
 )
+from .progress import progress
 from .sizes import Sizes
 
 CYCLE = 25  # frames timed per checkpoint: one abstract chunk of the released layout
-PROGRESS_EVERY = 10_000
 
 
 def _mb(value: int | None) -> float | None:
@@ -90,6 +90,14 @@ def _add_all(window: RecentWindow, frames: list[torch.Tensor]) -> None:
         window.add(features)
 
 
+def _frames_streamed(checkpoints: tuple[int, ...]) -> int:
+    """Frames the STAR state sees in `_stream_star_and_window`: up to each checkpoint, then its timed cycle."""
+    seen = 0
+    for checkpoint in checkpoints:
+        seen = max(seen, checkpoint) + CYCLE
+    return seen
+
+
 def _stream_star_and_window(layout, attention, stream, sizes, dtype, log, scratch: str) -> list[dict]:
     def step(state, features):
         return consolidate(state, layout, pool_spatial(features, layout.spatial_pool_size), attention)
@@ -97,14 +105,14 @@ def _stream_star_and_window(layout, attention, stream, sizes, dtype, log, scratc
     window = RecentWindow(layout, layout.num_tokens(layout.temporal_length + 2))
     state = empty_state(layout, 1, "cpu", dtype)
     reset_peak_rss()
-    rows, checkpoints, started = [], [], time.perf_counter()
+    rows, checkpoints = [], []
+    streaming = progress(total=_frames_streamed(sizes.update_frames), desc="Streaming STAR + window", unit="frame")
     for checkpoint in sizes.update_frames:
         while state.frames_seen < checkpoint:
             features = stream.frame(state.frames_seen)
             state = step(state, features)
             window.add(features)
-            if state.frames_seen % PROGRESS_EVERY == 0:
-                log(f"  streamed {state.frames_seen:,} frames ({time.perf_counter() - started:.0f} s)")
+            streaming.update()
         cycle = [stream.frame(checkpoint + i) for i in range(CYCLE)]
         # Saved to disk rather than kept in RAM (and the cycle made again later), so the peak RSS measured while
         # streaming holds one state only.
@@ -112,6 +120,7 @@ def _stream_star_and_window(layout, attention, stream, sizes, dtype, log, scratc
         FlashVStreamMemory(layout, state).save(saved)
         checkpoints.append((checkpoint, saved))
         state = _apply(step, state, cycle)
+        streaming.update(CYCLE)
         window_seconds = time_calls(partial(_add_all, window, cycle), sizes.update_repeats)
         star_row = {
             "method": "star",
@@ -130,6 +139,7 @@ def _stream_star_and_window(layout, attention, stream, sizes, dtype, log, scratc
         }
         rows += [star_row, window_row]
         log(f"  STAR at {checkpoint:,} frames: peak {star_row['peak_rss_mb']} MB")
+    streaming.close()
 
     # STAR's update is timed only now, from every checkpoint's saved state in rounds whose order alternates, so a
     # drift over the run (allocator warm-up, clocks, other processes) does not land on the small or large sizes.
@@ -139,11 +149,14 @@ def _stream_star_and_window(layout, attention, stream, sizes, dtype, log, scratc
     static_seconds = {checkpoint: [] for checkpoint, _ in checkpoints}
     saved_states = {checkpoint: FlashVStreamMemory.load(path).state for checkpoint, path in checkpoints}
     cycles = {checkpoint: [stream.frame(checkpoint + i) for i in range(CYCLE)] for checkpoint, _ in checkpoints}
+    timing = progress(total=sizes.update_repeats * len(checkpoints), desc="Timing STAR updates", unit="size")
     for round_index in range(sizes.update_repeats):
         for checkpoint, _ in checkpoints if round_index % 2 == 0 else checkpoints[::-1]:
             saved, cycle = saved_states[checkpoint], cycles[checkpoint]
             star_seconds[checkpoint].append(_seconds_to_apply(step, saved, cycle))
             static_seconds[checkpoint].append(_seconds_to_apply(step, saved, [cycle[0]] * CYCLE))
+            timing.update()
+    timing.close()
     for row in rows:
         if row["method"] == "star":
             checkpoint = row["frames_seen"]
@@ -158,7 +171,7 @@ def _released(layout, attention, stream, sizes, max_bytes, log) -> list[dict]:
     buffer = torch.zeros(0, layout.spatial_tokens, layout.feature_size, dtype=torch.float16)
     reset_peak_rss()
     rows = []
-    for checkpoint in sorted(sizes.original_frames):
+    for checkpoint in progress(sorted(sizes.original_frames), desc="Released algorithm", unit="size"):
         # The released k-means holds two [T, K, F] fp16 tensors at once ((x - c) and its square).
         needed = 2 * released_kmeans_bytes(checkpoint + 1, layout)
         if needed > max_bytes:

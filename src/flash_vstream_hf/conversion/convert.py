@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from transformers.utils import logging
 
-from .export_hub import add_upload_arguments, export_hub, push_to_hub
+from .export_hub import add_upload_arguments, check_repo_id, export_hub, push_to_hub
 from .mapping import KeyPlan, build_config, check_supported, plan_keys
 from .original_checkpoint import OriginalCheckpoint, resolve_input
 from .tokenizer import build_tokenizer
@@ -55,11 +56,15 @@ class ConversionReport:
     def summary(self) -> str:
         dtype = str(self.dtype).removeprefix("torch.")
         lines = [
-            f"converted into {self.output}: {self.tensors_written} tensors, {self.bytes_written / 1e9:.2f} GB {dtype} "
-            f"in {len(self.shards)} shard(s)",
+            (
+                f"converted into {self.output}: {self.tensors_written} tensors, "
+                f"{self.bytes_written / 1e9:.2f} GB {dtype} in {len(self.shards)} shard(s)"
+            ),
             f"vision tower: {self.vision_source}",
-            f"vocabulary: {self.original_vocab_size} + <video> (id {self.video_token_id}) -> {self.vocab_size} rows; "
-            "new rows of embed_tokens and lm_head are the mean of the original rows",
+            (
+                f"vocabulary: {self.original_vocab_size} + <video> (id {self.video_token_id}) -> {self.vocab_size} "
+                "rows; new rows of embed_tokens and lm_head are the mean of the original rows"
+            ),
         ]
         for reason, keys in self.dropped.items():
             lines.append(f"dropped {len(keys)} tensor(s) ({reason}): e.g. {keys[0]}")
@@ -214,23 +219,33 @@ def _write_weights(
     output: Path,
     max_shard_size: int | str,
 ) -> tuple[list[str], int]:
-    """Stream every kept tensor into output shards, one input shard at a time; returns shard names and bytes."""
+    """Stream every kept tensor into output shards, one input shard at a time; returns shard names and bytes.
+
+    A progress bar on stderr counts the tensors read (kept or dropped); transformers' switch turns it off
+    (`transformers.utils.logging.disable_progress_bar()`, `HF_HUB_DISABLE_PROGRESS_BARS=1`).
+    """
     writer = ShardedSafetensorsWriter(output, max_shard_size)
-    for name in list(external_vision):  # popped so each fp32 CLIP tensor is freed once written
-        _write(writer, name, external_vision.pop(name), expected, dtype)
+    total = len(external_vision) + len(plan.renamed) + len(plan.dropped)
     seen: set[str] = set()
-    for shard in checkpoint.iter_shards():
-        for key, tensor in shard:
-            if key in seen or (key not in plan.renamed and key not in plan.dropped):
-                raise ValueError(f"{key} is stored twice, or in a shard its index does not list")
-            seen.add(key)
-            if key in plan.renamed:
-                name = plan.renamed[key]
-                if name in EMBEDDINGS:
-                    tensor = grow_rows(tensor, vocab_size)
-                _write(writer, name, tensor, expected, dtype)
-        tensor = None  # the last tensor would keep the shard's memory map alive
-        writer.release_inputs()
+    with logging.tqdm(total=total, desc="Converting", unit="tensor") as progress:
+        progress.set_postfix_str("vision tower", refresh=False)
+        for name in list(external_vision):  # popped so each fp32 CLIP tensor is freed once written
+            _write(writer, name, external_vision.pop(name), expected, dtype)
+            progress.update()
+        for path, shard in zip(checkpoint.weight_files, checkpoint.iter_shards()):
+            progress.set_postfix_str(path.name)  # a .bin shard may take a while to open
+            for key, tensor in shard:
+                if key in seen or (key not in plan.renamed and key not in plan.dropped):
+                    raise ValueError(f"{key} is stored twice, or in a shard its index does not list")
+                seen.add(key)
+                if key in plan.renamed:
+                    name = plan.renamed[key]
+                    if name in EMBEDDINGS:
+                        tensor = grow_rows(tensor, vocab_size)
+                    _write(writer, name, tensor, expected, dtype)
+                progress.update()
+            tensor = None  # the last tensor would keep the shard's memory map alive
+            writer.release_inputs()
     unread = sorted(set(plan.renamed) - seen)
     if unread:
         raise ValueError(f"the index lists keys that its shards do not hold: {unread[:20]}")
@@ -314,7 +329,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """`flash-vstream convert`; returns the exit status."""
     try:
+        if args.push_to_hub:
+            check_repo_id(args.push_to_hub)  # before the conversion, not after it
         report = convert_checkpoint(
             args.input,
             args.output,
@@ -326,7 +344,7 @@ def run(args: argparse.Namespace) -> int:
         )
         print(report.summary())
         if args.push_to_hub:
-            export_hub(args.output)
+            export_hub(args.output, repo_id=args.push_to_hub)
             push_to_hub(args.output, args.push_to_hub, private=args.private, dry_run=args.dry_run)
     except (OSError, ValueError, RuntimeError, ImportError) as error:
         print(f"flash-vstream convert: error: {error}", file=sys.stderr)

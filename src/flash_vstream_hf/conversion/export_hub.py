@@ -2,8 +2,8 @@
 
 Adds what loading needs on a machine without this package: the modeling and processing sources as remote code
 (copied flat; they import each other relatively), `auto_map` entries for `AutoConfig`, `AutoModel`,
-`AutoModelForImageTextToText` and `AutoProcessor`, the model card as README.md, and `handler.py` +
-`requirements.txt` for Inference Endpoints. Then
+`AutoModelForImageTextToText` and `AutoProcessor`, the model card as README.md (its usage code naming the repo
+id when it is known), and `handler.py` + `requirements.txt` for Inference Endpoints. Then
 
     AutoModelForImageTextToText.from_pretrained(repo, trust_remote_code=True)
     AutoProcessor.from_pretrained(repo, trust_remote_code=True)
@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 from .. import modeling, processing
+from ..modeling.transformers_compat import SUPPORTED_TRANSFORMERS
 
 MODEL_AUTO_MAP = {
     "AutoConfig": "configuration_flash_vstream.FlashVStreamConfig",
@@ -29,8 +30,20 @@ MODEL_AUTO_MAP = {
     "AutoProcessor": "processing_flash_vstream.FlashVStreamProcessor",
 }
 PROCESSOR_AUTO_MAP = {"AutoProcessor": MODEL_AUTO_MAP["AutoProcessor"]}
-# What Inference Endpoints install next to their base image (the handler decodes videos with PyAV).
-ENDPOINT_REQUIREMENTS = "transformers>=5.23,<6\naccelerate>=1.0\nav>=12\n"
+# What Inference Endpoints install next to their base image (the handler decodes videos with PyAV). The remote
+# code refuses a transformers release outside the tested range, so the endpoint must install one inside it.
+ENDPOINT_REQUIREMENTS = f"{SUPPORTED_TRANSFORMERS}\naccelerate>=1.0\nav>=12\n"
+
+# Filled in when the card is written as README.md (see `render_model_card`).
+CARD_REPO_ID = "{{REPO_ID}}"
+CARD_REPO_ID_NOTE = "{{REPO_ID_NOTE}}"  # a paragraph of its own: a note, or nothing once the repo id is known
+CARD_TRANSFORMERS = "{{TRANSFORMERS}}"
+UNKNOWN_REPO_ID = "OWNER/NAME"
+UNKNOWN_REPO_ID_NOTE = (
+    f"> **Replace `{UNKNOWN_REPO_ID}`** in the code below with the id of this repository on the Hub (as in its URL), "
+    "or with the path of a local copy: it was not known when this card was written "
+    "(`flash-vstream export-hub --repo-id`)."
+)
 
 
 def remote_code_files() -> list[Path]:
@@ -44,14 +57,42 @@ def remote_code_files() -> list[Path]:
     return files
 
 
-def export_hub(folder: str | Path, model_card: str | Path | None = None) -> list[str]:
+def check_repo_id(repo_id: str) -> str:
+    """`repo_id` if it is a valid Hub model repo id (`owner/name`), else a `ValueError` saying why."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise ValueError(f"{repo_id!r} is not a Hub repo id: {error}") from error
+    if repo_id.count("/") != 1:
+        raise ValueError(f"{repo_id!r} is not a Hub repo id: expected owner/name")
+    return repo_id
+
+
+def render_model_card(template: str, repo_id: str | None = None) -> str:
+    """The card `template` with the repo id and the supported transformers filled in.
+
+    Without a repo id the usage code says `OWNER/NAME`, and a note before it says what to replace.
+    """
+    card = template.replace(CARD_TRANSFORMERS, SUPPORTED_TRANSFORMERS)
+    card = card.replace(CARD_REPO_ID, repo_id or UNKNOWN_REPO_ID)
+    # the note is a paragraph of its own: once the repo id is known, it goes with the blank line after it
+    return card.replace(f"{CARD_REPO_ID_NOTE}\n\n", "" if repo_id else f"{UNKNOWN_REPO_ID_NOTE}\n\n")
+
+
+def export_hub(folder: str | Path, model_card: str | Path | None = None, repo_id: str | None = None) -> list[str]:
     """Add the Hub files to a converted `folder`; returns the names written.
 
     Args:
         folder: output of `flash-vstream convert` (or any `save_pretrained` of this model and processor).
         model_card: the card to write as README.md (default: the project's MODEL_CARD.md).
+        repo_id: the Hub repo the folder is for (`owner/name`), named in the card's usage code; without it the
+            code says `OWNER/NAME` and the card says to replace it.
     """
     folder = Path(folder)
+    if repo_id is not None:
+        check_repo_id(repo_id)
     for required in ("config.json", "processor_config.json"):
         if not (folder / required).is_file():
             raise FileNotFoundError(f"{folder} has no {required}; export a folder written by `flash-vstream convert`")
@@ -70,7 +111,7 @@ def export_hub(folder: str | Path, model_card: str | Path | None = None) -> list
     written += ["config.json", "processor_config.json"]
 
     card = Path(model_card) if model_card is not None else resources.files(__package__) / "MODEL_CARD.md"
-    (folder / "README.md").write_text(card.read_text())
+    (folder / "README.md").write_text(render_model_card(card.read_text(), repo_id))
     (folder / "handler.py").write_text((resources.files(__package__) / "handler.py").read_text())
     (folder / "requirements.txt").write_text(ENDPOINT_REQUIREMENTS)
     return written + ["README.md", "handler.py", "requirements.txt"]
@@ -109,8 +150,12 @@ def push_to_hub(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `flash-vstream export-hub`."""
     parser.add_argument("folder", help="a folder written by `flash-vstream convert`")
     parser.add_argument("--model-card", help="card to write as README.md (default: the project's MODEL_CARD.md)")
+    parser.add_argument(
+        "--repo-id", metavar="REPO", help="the Hub repo the card's usage code names (default: --push-to-hub's)"
+    )
     add_upload_arguments(parser)
 
 
@@ -121,10 +166,24 @@ def add_upload_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="with --push-to-hub: list what would be uploaded")
 
 
+def card_repo_id(repo_id: str | None, push_to_hub: str | None) -> str | None:
+    """The repo id the card names: `--repo-id`, else `--push-to-hub`'s; they must agree when both are given."""
+    if repo_id and push_to_hub and repo_id != push_to_hub:
+        raise ValueError(f"--repo-id {repo_id} but --push-to-hub {push_to_hub}: the card would name another repo")
+    return repo_id or push_to_hub
+
+
 def run(args: argparse.Namespace) -> int:
+    """`flash-vstream export-hub`; returns the exit status."""
     try:
-        written = export_hub(args.folder, args.model_card)
+        repo_id = card_repo_id(args.repo_id, args.push_to_hub)
+        written = export_hub(args.folder, args.model_card, repo_id=repo_id)
         print(f"added to {args.folder}: {', '.join(written)}")
+        if repo_id is None and UNKNOWN_REPO_ID in (Path(args.folder) / "README.md").read_text():
+            print(
+                f"note: README.md's usage code says {UNKNOWN_REPO_ID}; pass --repo-id owner/name to name the repo",
+                file=sys.stderr,
+            )
         if args.push_to_hub:
             push_to_hub(args.folder, args.push_to_hub, private=args.private, dry_run=args.dry_run)
     except (OSError, ValueError) as error:

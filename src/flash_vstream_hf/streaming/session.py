@@ -15,7 +15,6 @@ machine is: asking at a timestamp gives the answer that frame-by-frame streaming
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import threading
 import time
@@ -26,13 +25,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers.utils import logging
 
 from ..modeling import FlashVStreamMemory
 from .answering import Answer, AnswerStream, NoFramesError, StreamSnapshot, TimedTextStreamer, generate_answer
 from .backlog import BACKLOG_POLICIES, FrameBacklog
 from .sources import FrameSource, open_source
 
-logger = logging.getLogger(__name__)
+logger = logging.get_logger(__name__)
 
 _TIME_EPSILON = 1e-6  # seconds, as in video_io: absorbs pts * time_base rounding
 
