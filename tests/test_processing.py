@@ -92,8 +92,16 @@ def test_a_batch_of_prompts_and_videos_is_padded(processor):
         ({"text": "no placeholder", "videos": np.zeros((2, 8, 8, 3), np.uint8)}, ValueError, "no <video> placeholder"),
         ({"text": "<video><video>", "num_video_tokens": 2}, ValueError, "one <video> placeholder"),
         ({"text": "<video> a"}, ValueError, "neither videos nor num_video_tokens"),
-        ({"text": ["<video> a", "<video> b"], "videos": np.zeros((2, 8, 8, 3), np.uint8)}, ValueError, "1 videos for 2"),
-        ({"text": "<video> a", "videos": np.zeros((2, 8, 8, 3), np.uint8), "num_video_tokens": 3}, ValueError, "not both"),
+        (
+            {"text": ["<video> a", "<video> b"], "videos": np.zeros((2, 8, 8, 3), np.uint8)},
+            ValueError,
+            "1 videos for 2",
+        ),
+        (
+            {"text": "<video> a", "videos": np.zeros((2, 8, 8, 3), np.uint8), "num_video_tokens": 3},
+            ValueError,
+            "not both",
+        ),
         ({"text": "<video> a", "videos": "/nonexistent/video.mp4"}, FileNotFoundError, "video file not found"),
         ({"text": "<video> a", "videos": np.zeros((8, 8), np.uint8)[None]}, ValueError, "frames, height, width"),
     ],
@@ -103,10 +111,55 @@ def test_bad_inputs_raise_clear_errors(processor, kwargs, error, message):
         processor(**kwargs)
 
 
-def test_videos_of_different_lengths_cannot_share_a_batch(processor):
-    videos = [np.zeros((2, 8, 8, 3), np.uint8), np.zeros((3, 8, 8, 3), np.uint8)]
-    with pytest.raises(ValueError, match="same number of frames"):
-        processor(text=["<video> a", "<video> b"], videos=videos)
+def test_videos_of_different_lengths_are_zero_padded_with_a_frame_mask(processor):
+    short, long = np.stack([synthetic_frame(i) for i in range(2)]), np.stack([synthetic_frame(i) for i in range(5)])
+    batch = processor(text=["<video> a", "<video> b"], videos=[short, long], return_tensors="pt")
+    pixels, frame_mask = batch["pixel_values_videos"], batch["video_frame_mask"]
+    assert pixels.shape[:2] == (2, 5) and pixels.dtype == torch.float32
+    assert frame_mask.dtype == torch.int64 and frame_mask.tolist() == [[1, 1, 0, 0, 0], [1, 1, 1, 1, 1]]
+    alone = processor(text="<video> a", videos=short, return_tensors="pt")["pixel_values_videos"]
+    torch.testing.assert_close(pixels[0, :2], alone[0])
+    assert not pixels[0, 2:].any()  # padded at the end of the frame axis
+    assert count_video_tokens(processor, batch) == [processor.num_video_tokens(2), processor.num_video_tokens(5)]
+    assert "video_frame_mask" in processor.model_input_names
+
+
+def test_a_text_only_prompt_in_a_video_batch_gets_no_frames(processor):
+    video = np.stack([synthetic_frame(i) for i in range(3)])
+    for videos in ([video, None], [video], [[video], []]):  # one per prompt, one per placeholder, chat-template style
+        batch = processor(text=["<video> what?", "no video here"], videos=videos, return_tensors="pt")
+        assert batch["video_frame_mask"].tolist() == [[1, 1, 1], [0, 0, 0]]
+        assert not batch["pixel_values_videos"][1].any()
+        assert count_video_tokens(processor, batch) == [processor.num_video_tokens(3), 0]
+        text_only = processor(text="no video here")["input_ids"][0]
+        length = int(batch["attention_mask"][1].sum())
+        assert batch["input_ids"][1, -length:].tolist() == text_only  # padded on the left
+
+
+def test_a_mixed_batch_of_conversations_through_the_chat_template(processor, tmp_path):
+    path = write_synthetic_video(tmp_path / "clip.mp4", num_frames=30, fps=10)  # 3 frames at 1 fps
+    chats = [
+        [{"role": "user", "content": [{"type": "video", "path": path}, {"type": "text", "text": "What?"}]}],
+        [{"role": "user", "content": [{"type": "text", "text": "Just text."}]}],
+    ]
+    batch = processor.apply_chat_template(
+        chats, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
+    assert batch["pixel_values_videos"].shape[:2] == (2, 3)
+    assert batch["video_frame_mask"].tolist() == [[1, 1, 1], [0, 0, 0]]
+    assert count_video_tokens(processor, batch) == [processor.num_video_tokens(3), 0]
+    prompt = processor.apply_chat_template(chats[1], add_generation_prompt=True)
+    assert "<video>" not in prompt
+    length = int(batch["attention_mask"][1].sum())
+    assert batch["input_ids"][1, -length:].tolist() == processor(text=prompt)["input_ids"][0]
+
+
+def test_a_placeholder_without_its_video_names_the_prompt(processor):
+    video = np.zeros((2, 8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match="prompt 1 holds <video> but has no video"):
+        processor(text=["<video> a", "<video> b"], videos=[video, None])
+    with pytest.raises(ValueError, match="prompt 1 holds <video> but neither videos nor num_video_tokens"):
+        processor(text=["a", "<video> b"])
 
 
 def test_unreadable_video_file_raises(processor, tmp_path):
@@ -126,4 +179,6 @@ def test_processor_round_trips_with_its_settings(processor, tmp_path):
 
 def test_tokenizer_without_the_video_token_is_rejected(processor):
     with pytest.raises(ValueError, match="no token '<clip>'"):
-        FlashVStreamProcessor(image_processor=processor.image_processor, tokenizer=tiny_tokenizer(), video_token="<clip>")
+        FlashVStreamProcessor(
+            image_processor=processor.image_processor, tokenizer=tiny_tokenizer(), video_token="<clip>"
+        )

@@ -1,11 +1,22 @@
-"""Video decoding: timestamp sampling, decord and PyAV agreeing, variable frame rates, clear errors."""
+"""Video decoding: timestamp and evenly spaced sampling, decord and PyAV agreeing, variable frame rates, URLs, clear
+errors."""
+
+import os
+import shutil
 
 import numpy as np
 import pytest
 
 from flash_vstream_hf.processing import video_io
-from flash_vstream_hf.processing.video_io import TimestampSampler, read_video_frames, resolve_backend
+from flash_vstream_hf.processing.video_io import (
+    TimestampSampler,
+    evenly_spaced_indices,
+    read_video_frames,
+    resolve_backend,
+)
 from flash_vstream_hf.tiny import write_synthetic_video
+
+from .helpers import http_server
 
 BACKENDS = ["decord", "pyav"]
 
@@ -79,6 +90,54 @@ def test_unknown_or_missing_backend_is_named(monkeypatch):
     assert resolve_backend() == "pyav"
     with pytest.raises(ImportError, match="decord"):
         resolve_backend("decord")
-    monkeypatch.setattr(video_io, "available_backends", lambda: [])
+    monkeypatch.setattr(video_io, "available_backends", list)
     with pytest.raises(ImportError, match="decord or PyAV"):
         resolve_backend()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_num_frames_picks_evenly_spaced_frames(constant_rate, backend):
+    frames = read_video_frames(constant_rate, backend=backend, num_frames=4)
+    assert red_levels(frames) == [i % 16 for i in (0, 7, 15, 22)]  # floor(k * 30 / 4)
+    assert [f.timestamp for f in frames] == pytest.approx([0.0, 0.7, 1.5, 2.2], abs=1e-3)
+    with pytest.raises(ValueError, match="31 frames.*30"):
+        read_video_frames(constant_rate, backend=backend, num_frames=31)
+
+
+def test_evenly_spaced_indices():
+    assert evenly_spaced_indices(30, 4) == [0, 7, 15, 22]
+    assert evenly_spaced_indices(5, 5) == [0, 1, 2, 3, 4]
+    assert evenly_spaced_indices(7, 1) == [0]
+    with pytest.raises(ValueError, match="num_frames"):
+        evenly_spaced_indices(7, 0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_file_urls_are_local_paths(constant_rate, backend, tmp_path):
+    url = "file://" + os.path.abspath(constant_rate)
+    assert red_levels(read_video_frames(url, backend=backend)) == red_levels(read_video_frames(constant_rate))
+    spaced = tmp_path / "a clip.mp4"
+    shutil.copyfile(constant_rate, spaced)
+    assert len(read_video_frames("file://" + str(spaced).replace(" ", "%20"), backend=backend)) == 3
+    with pytest.raises(FileNotFoundError, match="nothing.mp4"):
+        read_video_frames(f"file://{tmp_path}/nothing.mp4", backend=backend)
+
+
+def test_http_urls_are_decoded_with_pyav(constant_rate):
+    folder, name = os.path.split(constant_rate)
+    with http_server(folder) as base:
+        frames = read_video_frames(f"{base}/{name}", fps=2)
+        assert [f.timestamp for f in frames] == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0, 2.5])
+        assert red_levels(frames) == red_levels(read_video_frames(constant_rate, fps=2, backend="pyav"))
+        assert len(read_video_frames(f"{base}/{name}", num_frames=5)) == 5
+        with pytest.raises(ValueError, match="decord cannot open URLs"):
+            read_video_frames(f"{base}/{name}", backend="decord")
+        with pytest.raises(FileNotFoundError, match="missing.mp4"):
+            read_video_frames(f"{base}/missing.mp4")
+
+
+def test_other_url_schemes_are_refused_clearly():
+    with pytest.raises(ValueError, match="rtsp"):
+        read_video_frames("rtsp://127.0.0.1/stream")
+    with pytest.raises(ValueError, match="file://"):
+        read_video_frames("file://otherhost/video.mp4")

@@ -48,7 +48,8 @@ TINY_MEMORY = {
 
 
 def tiny_tokenizer():
-    """A Llama-style character tokenizer (metaspace, byte fallback, BOS) with the `<video>` special token."""
+    """A Llama-style character tokenizer (metaspace, byte fallback, BOS) with the `<video>` special token; it pads
+    with `<unk>` on the left, as the converted tokenizer does, so batched generation continues every prompt."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -68,6 +69,7 @@ def tiny_tokenizer():
         eos_token="</s>",
         unk_token="<unk>",
         pad_token="<unk>",
+        padding_side="left",
         extra_special_tokens={"video_token": "<video>"},
     )
 
