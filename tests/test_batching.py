@@ -3,6 +3,9 @@ memory, and a text-only sample can sit next to a video one."""
 
 import pytest
 import torch
+from transformers import pipeline
+
+from flash_vstream_hf.tiny import write_synthetic_video
 
 from .helpers import prompt_inputs
 
@@ -96,3 +99,26 @@ def test_ragged_frames_cannot_extend_one_existing_memory(model, frames):
         model.update_memory(pixels, memory, video_frame_mask=mask)
     with pytest.raises(ValueError, match=r"video_frame_mask must be \[batch, frames\]"):
         model.update_memory(pixels, video_frame_mask=mask[:, :2])
+
+
+@pytest.mark.parametrize(
+    "seconds",
+    [(3, 30), (20, 30)],  # at 20 and 30 frames the tiny memory has the same token count: padding would go unseen
+    ids=["different-token-counts", "same-token-count"],
+)
+def test_pipeline_batch_of_two_videos_of_different_lengths_answers_as_one_at_a_time(
+    model, processor, tmp_path, seconds
+):
+    """transformers' pipeline pads `pixel_values_videos` with black frames along the frame axis (on the tokenizer's
+    padding side) and pads `video_frame_mask` the same way, so the mask tells the model which frames are real."""
+    assert processor.num_video_tokens(20) == processor.num_video_tokens(30)
+    short, long = (write_synthetic_video(tmp_path / f"{s}s.mp4", num_frames=10 * s, fps=10.0) for s in seconds)
+    chats = [
+        [{"role": "user", "content": [{"type": "video", "path": path}, {"type": "text", "text": "What moved?"}]}]
+        for path in (short, long)
+    ]
+    pipe = pipeline("image-text-to-text", model=model, processor=processor)
+    settings = {"max_new_tokens": NEW_TOKENS, "return_full_text": False, "generate_kwargs": {"do_sample": False}}
+    together = pipe(chats, batch_size=2, **settings)
+    alone = [pipe(chat, **settings) for chat in chats]
+    assert [out[0]["generated_text"] for out in together] == [out[0]["generated_text"] for out in alone]
