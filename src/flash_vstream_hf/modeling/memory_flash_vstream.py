@@ -7,21 +7,14 @@ state and swaps it in, so a `snapshot()` taken by a reader stays consistent whil
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import threading
-from pathlib import Path
 
 import torch
 import torch.utils._pytree as pytree
-from safetensors import safe_open
-from safetensors.torch import save_file
 
+from .memory_file_flash_vstream import load_memory_file, save_memory_file
 from .star_memory import StarLayout, StarState, empty_state
-
-FILE_FORMAT = "flash_vstream_memory"
-FILE_VERSION = "1"
 
 
 class FlashVStreamMemory:
@@ -153,53 +146,16 @@ class FlashVStreamMemory:
     def save(self, path: str | os.PathLike) -> None:
         """Write the memory to a safetensors file. The file is replaced atomically: a crash never leaves a
         half-written memory behind, and an existing file is only replaced by a complete one."""
-        state = self._state
-        tensors = {name: t.detach().contiguous().cpu() for name, t in state.tensors().items()}
-        metadata = {
-            "format": FILE_FORMAT,
-            "version": FILE_VERSION,
-            "frames_seen": str(state.frames_seen),
-            "layout": json.dumps(self.layout.to_dict()),
-        }
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(handle)
-        try:
-            save_file(tensors, tmp_name, metadata=metadata)
-            os.replace(tmp_name, path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        save_memory_file(path, self.layout, self._state)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: torch.device | str | None = None) -> FlashVStreamMemory:
-        """Read a memory written by `save`; a resumed stream continues exactly as the uninterrupted one."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no memory file at {path}")
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                metadata = f.metadata() or {}
-                tensors = {name: f.get_tensor(name) for name in f.keys()}
-        except Exception as error:  # safetensors raises its own error types for corrupt headers
-            raise ValueError(f"{path} is not a readable safetensors memory file: {error}") from error
-        if metadata.get("format") != FILE_FORMAT:
-            raise ValueError(f"{path} is not a Flash-VStream memory file (format {metadata.get('format')!r})")
-        if metadata.get("version") != FILE_VERSION:
-            raise ValueError(f"{path} has memory format version {metadata.get('version')!r}, expected {FILE_VERSION}")
-        layout = StarLayout(**json.loads(metadata["layout"]))
-        expected = empty_state(layout, 1, "meta", tensors["current"].dtype)
-        missing = set(expected.tensors()) - set(tensors)
-        if missing:
-            raise ValueError(f"{path} lacks memory tensors {sorted(missing)}")
-        for name, reference in expected.tensors().items():
-            if name != "generator_state" and tensors[name].shape[1:] != reference.shape[1:]:
-                raise ValueError(
-                    f"{path}: tensor {name} has shape {tuple(tensors[name].shape)}, the layout needs "
-                    f"[batch, {', '.join(map(str, reference.shape[1:]))}]"
-                )
-        state = StarState(frames_seen=int(metadata["frames_seen"]), **tensors)
+        """Read a memory written by `save`; a resumed stream continues exactly as the uninterrupted one.
+
+        Every tensor, counter and value is checked first: a damaged or tampered file raises a `ValueError`
+        naming what is wrong instead of being used.
+        """
+        layout, state = load_memory_file(path)
         memory = cls(layout, state)
         return memory.to(device) if device is not None else memory
 

@@ -297,6 +297,7 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
             raise ValueError(
                 f"got frames for {frames.shape[0]} streams but video_memory holds {video_memory.batch_size}"
             )
+        _check_finite(frames)
         with video_memory.update_lock:
             state = video_memory.state
             frames = frames.to(state.current.device)
@@ -477,6 +478,18 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
             video_memory=video_memory,
             video_hidden_states=video_hidden_states,
             **cache_kwargs(output_cache(outputs)),
+        )
+
+
+def _check_finite(frames: torch.Tensor) -> None:
+    """Refuse frames `[B, T, P, D]` with NaN or inf features: one would poison the abstract memory for good
+    (every later update mixes it in), and every later answer with it."""
+    finite = torch.isfinite(frames).flatten(2).all(-1)  # [B, T]
+    if not bool(finite.all()):
+        stream, frame = (int(i) for i in (~finite).nonzero()[0])
+        raise ValueError(
+            f"frame {frame} of stream {stream} is not finite (NaN or inf in its pixels or vision features); "
+            "the memory was not changed"
         )
 
 

@@ -1,0 +1,177 @@
+"""Memory files: a STAR state in a safetensors file, written atomically and checked in full when read.
+
+A memory file is user data that may come from elsewhere, so reading one trusts nothing: the format and version,
+the layout, every tensor's name, shape, dtype and batch, the frame counter, the k-means generator state and the
+values themselves are checked before a state is built. safetensors holds only tensors and strings: nothing in a
+memory file is ever executed.
+
+Writing goes to a temporary file beside the target, synced, then renamed over it: a crash or a `kill -9` at any
+moment leaves the previous file intact. The temporary file's name carries the writer's process id, so the next
+save sweeps away what a killed writer left behind without touching the file of one that is still running.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+import stat
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .star_memory import StarLayout, StarState, empty_state
+
+FILE_FORMAT = "flash_vstream_memory"
+FILE_VERSION = "1"
+# frames_seen only sets how many memory entries are filled; beyond 2**53 it would not survive a float round trip
+MAX_FRAMES_SEEN = 2**53
+
+
+def save_memory_file(path: str | os.PathLike, layout: StarLayout, state: StarState) -> None:
+    """Write `state` to `path` atomically (see the module docstring); the file's mode follows the umask."""
+    tensors = {name: t.detach().contiguous().cpu() for name, t in state.tensors().items()}
+    metadata = {
+        "format": FILE_FORMAT,
+        "version": FILE_VERSION,
+        "frames_seen": str(state.frames_seen),
+        "layout": json.dumps(layout.to_dict()),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_leftovers(path)
+    temporary = path.with_name(f"{_temporary_prefix(path)}{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # Created with 0o666 so the umask applies, as to any file a program writes; safetensors itself writes 0o600,
+    # so the mode the umask gave is put back afterwards.
+    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        mode = stat.S_IMODE(temporary.stat().st_mode)
+        save_file(tensors, str(temporary), metadata=metadata)
+        os.chmod(temporary, mode)
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())  # the rename must never publish a file whose bytes are not on disk yet
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def load_memory_file(path: str | os.PathLike) -> tuple[StarLayout, StarState]:
+    """Read and check a file written by `save_memory_file`; a `ValueError` names the first thing that is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no memory file at {path}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+    except Exception as error:  # safetensors raises its own error types for corrupt headers
+        raise ValueError(f"{path} is not a readable safetensors memory file: {error}") from error
+    try:
+        if metadata.get("format") != FILE_FORMAT:
+            raise ValueError(f"it is not a Flash-VStream memory file (format {metadata.get('format')!r})")
+        if metadata.get("version") != FILE_VERSION:
+            raise ValueError(f"it has memory format version {metadata.get('version')!r}, expected {FILE_VERSION}")
+        layout = _read_layout(metadata.get("layout"))
+        state = StarState(
+            frames_seen=_read_frames_seen(metadata.get("frames_seen")), **_checked_tensors(tensors, layout)
+        )
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
+    return layout, state
+
+
+def _read_layout(text: str | None) -> StarLayout:
+    try:
+        values = json.loads(text)
+        layout = StarLayout(**values)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"its layout is not a STAR memory layout: {error}") from error
+    for field in dataclasses.fields(StarLayout):
+        value = getattr(layout, field.name)
+        kind = {"int": int, "float": (int, float), "str": str}[str(field.type)]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"its layout field {field.name} is {value!r}, not a {field.type}")
+    for field in ("spatial_pool_size", "temporal_pool_size", "abstract_pool_size", "feature_size", "patch_grid_size"):
+        if getattr(layout, field) < 1:
+            raise ValueError(f"its layout field {field} must be >= 1, got {getattr(layout, field)}")
+    for field in ("spatial_length", "temporal_length", "abstract_length", "retrieved_length"):
+        if getattr(layout, field) < 0:
+            raise ValueError(f"its layout field {field} must be >= 0, got {getattr(layout, field)}")
+    return layout
+
+
+def _read_frames_seen(text: str | None) -> int:
+    if text is None or not text.isdigit() or int(text) > MAX_FRAMES_SEEN:
+        raise ValueError(f"frames_seen must be an integer >= 0 and <= {MAX_FRAMES_SEEN}, got {text!r}")
+    return int(text)
+
+
+def _checked_tensors(tensors: dict[str, torch.Tensor], layout: StarLayout) -> dict[str, torch.Tensor]:
+    """The tensors of a state for `layout`, each checked for name, shape, dtype, batch and values."""
+    current = tensors.get("current")
+    if current is None or current.dim() != 4 or not current.is_floating_point():
+        raise ValueError("it lacks a floating-point [batch, ...] tensor 'current'")
+    batch = current.shape[0]
+    expected = empty_state(layout, max(batch, 1), "meta", current.dtype).tensors()
+    missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing:
+        raise ValueError(f"it lacks memory tensors {missing}")
+    if extra:
+        raise ValueError(f"it holds unexpected tensors {extra}")
+    for name, reference in expected.items():
+        tensor = tensors[name]
+        if name == "generator_state":
+            _check_generator_state(tensor)
+            continue
+        if tensor.dtype != reference.dtype:
+            raise ValueError(f"tensor {name} has dtype {tensor.dtype}, the memory needs {reference.dtype}")
+        if tensor.dim() == reference.dim() and tensor.shape[0] != batch:
+            raise ValueError(f"tensor {name} holds {tensor.shape[0]} streams but current holds {batch}")
+        if tensor.shape != reference.shape:
+            raise ValueError(
+                f"tensor {name} has shape {tuple(tensor.shape)}, the layout needs {tuple(reference.shape)}"
+            )
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"tensor {name} holds NaN or inf values")
+    if (tensors["temporal_sizes"] < 0).any():
+        raise ValueError("temporal_sizes must be >= 0 (they count the frames of each temporal cluster)")
+    return tensors
+
+
+def _check_generator_state(tensor: torch.Tensor) -> None:
+    try:
+        torch.Generator().set_state(tensor)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"generator_state is not a k-means generator state: {error}") from error
+
+
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def _sweep_leftovers(path: Path) -> None:
+    """Remove the temporary files of writers of `path` that no longer run (killed during a save)."""
+    prefix = _temporary_prefix(path)
+    for leftover in path.parent.glob(f"{prefix}*.tmp"):
+        pid = leftover.name[len(prefix) :].split(".", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            leftover.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # another thread of this process may be writing it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+__all__ = ["FILE_FORMAT", "FILE_VERSION", "load_memory_file", "save_memory_file"]
