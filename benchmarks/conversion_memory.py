@@ -1,8 +1,8 @@
 """Peak memory of `flash-vstream convert` on a checkpoint shaped like the released Flash-VStream-7b.
 
 Writes a checkpoint in the original layout with random bf16 weights and the released shapes and sharding
-(spec §4: Vicuna-7B + CLIP ViT-L/14 + projector + memory attention, 14.1 GB in two `pytorch_model-*.bin` shards
-of at most 10 GB, as transformers 4.31 saved it), converts it with the real command in a subprocess (CLIP from
+(docs/original_model.md, "Checkpoint keys": Vicuna-7B + CLIP ViT-L/14 + projector + memory attention, 14.1 GB in
+two `pytorch_model-*.bin` shards of at most 10 GB, as transformers 4.31 saved it), converts it with the real command in a subprocess (CLIP from
 the embedded copy, since nothing may be downloaded), and prints the converter's peak resident memory, sampled
 every 50 ms from /proc and taken from `getrusage` at exit.
 
@@ -35,7 +35,8 @@ SHARD_LIMIT = 10 * GB  # transformers 4.31's default max_shard_size, which split
 
 
 def original_shapes(layers: int) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-    """Original keys in `VStreamLlamaForCausalLM.state_dict()` order with shapes and dtypes (spec §4.1)."""
+    """Original keys in `VStreamLlamaForCausalLM.state_dict()` order with shapes and dtypes (docs/original_model.md,
+    "Checkpoint keys")."""
     bf16 = torch.bfloat16
     shapes: dict[str, tuple[tuple[int, ...], torch.dtype]] = {"model.embed_tokens.weight": ((32000, 4096), bf16)}
     for i in range(layers):
@@ -123,7 +124,7 @@ def write_checkpoint(folder: Path, layers: int) -> list[int]:
 
 
 def released_config(layers: int) -> dict:
-    """The released config.json (spec §3), with `layers` Llama layers."""
+    """The released config.json (docs/original_model.md, "Config fields"), with `layers` Llama layers."""
     return {
         "architectures": ["VStreamLlamaForCausalLM"], "model_type": "vstream", "torch_dtype": "bfloat16",
         "transformers_version": "4.31.0", "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008,

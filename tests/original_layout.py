@@ -2,10 +2,10 @@
 
 The model is assembled from the library classes the original uses (`LlamaForCausalLM`, `CLIPVisionModel`,
 an `nn.Sequential` projector) plus a module with the original `NeuralTuringMachine`'s parameters, and saved under
-the original key names as transformers 4.31 wrote them (spec §4.1), rotary `inv_freq` and CLIP `position_ids`
-buffers included. The config uses the original field names with the released STAR values (P_spa 8, P_tem 4,
-P_abs 1, N_tem = N_abs = 25) on a 16x16 patch grid with tiny layer sizes. The tokenizer is a sentencepiece
-model trained here with LLaMA's settings. Nothing here is imported by the package.
+the original key names as transformers 4.31 wrote them (docs/original_model.md, "Checkpoint keys"), rotary
+`inv_freq` and CLIP `position_ids` buffers included. The config uses the original field names with the released
+STAR values (P_spa 8, P_tem 4, P_abs 1, N_tem = N_abs = 25) on a 16x16 patch grid with tiny layer sizes. The
+tokenizer is a sentencepiece model trained here with LLaMA's settings. Nothing here is imported by the package.
 """
 
 from __future__ import annotations
@@ -160,7 +160,8 @@ class OriginalModel:
 
 
 def original_config(**overrides) -> dict:
-    """config.json of the original layout (spec §3) for the tiny model, released STAR values."""
+    """config.json of the original layout (docs/original_model.md, "Config fields") for the tiny model, released
+    STAR values."""
     config = {
         "_name_or_path": "./checkpoints-finetune/vstream-vicuna-7b-finetune-weighted_kmeans",
         "architectures": ["VStreamLlamaForCausalLM"],

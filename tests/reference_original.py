@@ -1,10 +1,11 @@
 """A deliberately naive re-statement of the released Flash-VStream offline memory consolidation (and, below, of
 the rest of its question path: prompt, tokenisation, vision features, splicing and the Llama forward).
 
-Written from the spec (`shared/reference/flash_vstream_v1.md` §2.1-§2.6), in the original's style: per-sample
-loops, the global torch RNG for the k-means initialisation, `[T, K, F]` distance tensors, one Python loop per
-cluster, and the cluster-id-indexes-frames retrieval (bug B1). The package's fast implementation must agree
-with it; nothing here is imported by the package.
+Written from docs/original_model.md, "Spatial pooling", "Spatial memory", "Temporal memory", "Retrieval",
+"Abstract memory" and "Token order and counts", in the original's style: per-sample loops, the global torch RNG
+for the k-means initialisation, `[T, K, F]` distance tensors, one Python loop per cluster, and the
+cluster-id-indexes-frames retrieval (bug B1). The package's fast implementation must agree with it; nothing here
+is imported by the package.
 """
 
 from __future__ import annotations
@@ -108,9 +109,10 @@ def offline_memory(patch_features: torch.Tensor, config, q_proj, k_proj) -> torc
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The rest of the original question path, for end-to-end parity of converted checkpoints: prompt (spec §5.1),
-# chunk-wise tokenisation (§5.2), CLIP preprocessing and features (§5.3, §4.3), memory (above), projection,
-# splicing at the -200 sentinel (§2.8) and the Llama forward. As naive as the code it restates.
+# The rest of the original question path, for end-to-end parity of converted checkpoints: prompt, chunk-wise
+# tokenisation, CLIP preprocessing and features, memory (above), projection, splicing at the -200 sentinel and the
+# Llama forward (docs/original_model.md, "Prompt", "Tokenisation", "CLIP preprocessing", "Frame features",
+# "Placeholder and splicing"). As naive as the code it restates.
 # ----------------------------------------------------------------------------------------------------------------
 
 IMAGE_TOKEN_INDEX = -200
@@ -183,8 +185,8 @@ def clip_patch_features(clip, pixel_values: torch.Tensor, select_layer: int) -> 
 
 
 def original_star_config(original: dict) -> SimpleNamespace:
-    """The memory settings `compress_temporal_features` reads, with its `getattr` defaults (spec §3), under the
-    names `offline_memory` uses."""
+    """The memory settings `compress_temporal_features` reads, with its `getattr` defaults (docs/original_model.md,
+    "Config fields"), under the names `offline_memory` uses."""
     return SimpleNamespace(
         spatial_pool_size=original.get("compress_size", 1),
         temporal_pool_size=original.get("compress_long_memory_size", 1),

@@ -1,7 +1,7 @@
 """All frames in one call on a fresh memory reproduce the released code's offline consolidation.
 
-The reference (`reference_original.py`) restates the original algorithm naively from the spec and is run after
-`torch.manual_seed(s)`, as the original would be; the package runs with `memory_seed=s`.
+The reference (`reference_original.py`) restates the original algorithm naively from docs/original_model.md and
+is run after `torch.manual_seed(s)`, as the original would be; the package runs with `memory_seed=s`.
 """
 
 import pytest
@@ -56,7 +56,8 @@ def test_released_layout_matches_the_original_offline_memory(frames):
 
 
 def test_retrieval_repeats_the_original_index_bug():
-    """With k-means, the original's key frames are frames whose *indices* are the largest cluster ids (B1)."""
+    """With k-means, the original's key frames are frames whose *indices* are the largest cluster ids (bug B1 in
+    docs/original_model.md)."""
     config = tiny_config(memory_seed=4, temporal_length=3, retrieved_length=1)
     model = tiny_model(config)
     features = patch_features(12, config.patch_grid_size, config.vision_config.hidden_size, seed=4)

@@ -33,7 +33,7 @@ def test_videos_expand_the_placeholder_and_give_pixel_values(processor, config):
 
 
 def test_text_is_tokenised_in_chunks_around_the_placeholder(processor):
-    """BOS once; the text after the placeholder is tokenised on its own (spec §5.2)."""
+    """BOS once; the text after the placeholder is tokenised on its own (docs/original_model.md, "Tokenisation")."""
     tokenizer = processor.tokenizer
     ids = processor(text="USER: <video>\nhi ASSISTANT:", num_video_tokens=3)["input_ids"][0]
     before = tokenizer("USER: ")["input_ids"]

@@ -1,10 +1,10 @@
 """bitsandbytes 4-bit and 8-bit loading of the tiny model on CPU (layer sizes are multiples of 64, see tiny.py).
 
 Tolerances for quantized vs fp32 logits, as relative Frobenius error ||l_q - l|| / ||l||: NF4 stores each weight
-with about 8% relative RMS error and int8 with about 1% (hf_conventions.md §A.4); through the tiny model's two
-quantized decoder layers that gave 0.13-0.17 (NF4) and 0.012-0.016 (int8) for model seeds 0-3. The bounds below
-are 1.5-3x the worst of those and an order of magnitude under an unrelated model's error (1.40-1.45), so a
-broken quantization (wrong module, wrong scale) fails them.
+with about 8% relative RMS error and int8 with about 1% (docs/transformers_notes.md, "bitsandbytes on CPU");
+through the tiny model's two quantized decoder layers that gave 0.13-0.17 (NF4) and 0.012-0.016 (int8) for model
+seeds 0-3. The bounds below are 1.5-3x the worst of those and an order of magnitude under an unrelated model's
+error (1.40-1.45), so a broken quantization (wrong module, wrong scale) fails them.
 """
 
 from __future__ import annotations
@@ -172,7 +172,8 @@ def test_quantized_checkpoint_saves_and_reloads_identically(checkpoint, features
 def test_double_quant_checkpoint_saved_after_forward_reloads(checkpoint, features, tmp_path):
     """With double quantization the absmax is re-quantized on save, so saving after inference is safe even on
     CPUs with AVX512-BF16 (where bitsandbytes repacks 4-bit weights in place on the first forward pass). There
-    the reload differs only by bf16 rounding of absmax (hf_conventions.md §A.4: 0.004); 1e-2 bounds it."""
+    the reload differs only by bf16 rounding of absmax (about 0.004: docs/transformers_notes.md,
+    "bitsandbytes on CPU"); 1e-2 bounds it."""
     model = load(checkpoint, **NF4, bnb_4bit_use_double_quant=True)
     expected = answer_logits(model, features)
     model.save_pretrained(tmp_path)

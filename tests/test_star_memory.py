@@ -1,4 +1,4 @@
-"""The STAR memory maths, one function at a time, against values worked out by hand from the spec."""
+"""The STAR memory maths, one function at a time, against values worked out by hand from docs/original_model.md."""
 
 import pytest
 import torch
@@ -29,7 +29,7 @@ def uniform_attention(memory, frames):
     return torch.full((memory.shape[0], memory.shape[1], frames.shape[1]), 1.0 / frames.shape[1])
 
 
-# -- token counts (spec §2.6) -----------------------------------------------------------------------------------
+# -- token counts (docs/original_model.md, "Token order and counts") ----------------------------------------
 
 
 @pytest.mark.parametrize("frames", range(1, 31))
@@ -61,7 +61,7 @@ def test_zero_lengths_disable_their_memory():
     assert torch.equal(tokens, frames[:, -1:].flatten(1, 2))  # the read-out is the newest frame, nothing else
 
 
-# -- pooling (spec §2.1) -------------------------------------------------------------------------------------
+# -- pooling (docs/original_model.md, "Spatial pooling") -----------------------------------------------------
 
 
 def test_pool_spatial_averages_row_major_windows():
@@ -79,7 +79,7 @@ def test_pool_spatial_rejects_bad_grids():
         pool_spatial(torch.zeros(1, 16, 2), 3)
 
 
-# -- distances and k-means (spec §2.3) -----------------------------------------------------------------------
+# -- distances and k-means (docs/original_model.md, "Temporal memory") --------------------------------------
 
 
 def test_squared_distances_match_brute_force():
@@ -157,7 +157,7 @@ def test_nearest_rows_takes_the_first_of_equal_candidates():
     assert nearest_rows(queries, candidates).tolist() == [[0, 3, 1]]
 
 
-# -- abstract memory (spec §2.5) -----------------------------------------------------------------------------
+# -- abstract memory (docs/original_model.md, "Abstract memory") --------------------------------------------
 
 
 def test_abstract_update_with_uniform_attention_mixes_in_the_chunk_mean():

@@ -1,4 +1,5 @@
-"""The converted processor gives the token ids the original gave for the same prompt (spec §5.1, §5.2).
+"""The converted processor gives the token ids the original gave for the same prompt (docs/original_model.md,
+"Prompt", "Tokenisation").
 
 The original prompt is built with `conv_vicuna_v1` and tokenised by `tokenizer_image_token` with the slow
 sentencepiece LlamaTokenizer of transformers 4.31 (legacy), restated in `reference_original.py` on a

@@ -1,9 +1,9 @@
 """The alternatives Flash-VStream's STAR memory is measured against, with the same feature shapes.
 
-- `released_update`: the released code's memory (spec §2): every frame is appended to an unbounded fp16 buffer of
-  8x8-pooled frames (spec B3), and the memory is re-consolidated offline from all frames seen, with k-means
-  distances materialised as `[T, K, F]` (spec B15) and a Python loop over clusters. Written here from the spec;
-  the original code is not imported.
+- `released_update`: the released code's memory (docs/original_model.md): every frame is appended to an unbounded
+  fp16 buffer of 8x8-pooled frames (bug B3), and the memory is re-consolidated offline from all frames seen, with
+  k-means distances materialised as `[T, K, F]` (bug B15) and a Python loop over clusters. Written here from
+  docs/original_model.md; the original code is not imported.
 - `NaiveContext`: every frame's 8x8 pooled tokens in the prompt, as offline video LLMs do, up to the context.
 - `RecentWindow`: the last `W` frames at 8x8, `W` chosen so they fit the STAR memory's token budget.
 """
@@ -20,10 +20,11 @@ from ..modeling.star_memory import AttentionFn, StarLayout, abstract_update, poo
 def released_kmeans(
     points: torch.Tensor, num_clusters: int, generator: torch.Generator, max_iter: int = 10, tol: float = 1e-4
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The released `weighted_kmeans_torch` with all weights 1 (spec §2.3), in the dtype of `points` `[T, F]`.
+    """The released `weighted_kmeans_torch` with all weights 1 (docs/original_model.md, "Temporal memory"), in the
+    dtype of `points` `[T, F]`.
 
     Returns centroids `[K, F]` and cluster sizes `[K]`. Distances are computed by broadcasting, which holds a
-    `[T, K, F]` tensor (spec B15), and the centroids are updated cluster by cluster in a Python loop.
+    `[T, K, F]` tensor (bug B15), and the centroids are updated cluster by cluster in a Python loop.
     """
     num_points = points.shape[0]
     weights = points.new_ones(num_points)
@@ -55,7 +56,8 @@ def released_memory(
 ) -> torch.Tensor:
     """The released offline consolidation of all `frames` `[T, P_spa^2, D]` seen so far: `[N, D]` memory tokens.
 
-    Order `[abstract | temporal | retrieved | current]`, retrieval as the released code does it (spec B1).
+    Order `[abstract | temporal | retrieved | current]`, retrieval as the released code does it (bug B1 in
+    docs/original_model.md).
     """
     current, past = frames[-1:], frames[:-1]
     length = past.shape[0]
@@ -71,7 +73,7 @@ def released_memory(
     retrieved = past[:0]
     if length:
         order = torch.argsort(weight, descending=True)
-        keys = temporal[order][: layout.retrieved_length]  # frames indexed by cluster id (spec B1)
+        keys = temporal[order][: layout.retrieved_length]  # frames indexed by cluster id (bug B1)
         distances = ((temporal[:, None] - keys[None]) ** 2).sum(3).sum(2).sqrt()  # [L, k] via [L, k, P_tem^2, D]
         retrieved = past[distances.argmin(dim=0)]
     abstract = pool_spatial(past, layout.abstract_pool_size)  # [L, P_abs^2, D]

@@ -2,13 +2,14 @@
 
 The released checkpoint was served with the slow sentencepiece `LlamaTokenizer` of transformers 4.31 in its
 legacy mode: every piece of text between special tokens is `sp.encode(text)`, and sentencepiece's dummy prefix
-puts a `▁` in front of each piece, even one that starts with a space (spec §5.2). transformers 5 only has the
-`tokenizers` backend, and its `LlamaTokenizer` uses a `Metaspace` pre-tokenizer that skips the prefix when the
-text already starts with a space, so `" x"` gives one `▁` fewer than the original. The backend built here
-prepends the `▁` unconditionally with a normaliser (the layout transformers' own Llama converter used to
-produce); it is saved as a plain `TokenizersBackend` so that loading keeps this backend instead of rebuilding
-the stock one. Because added tokens are split off before normalisation, the text after `<video>` gets its own
-`▁`, exactly what the original's chunk-wise `tokenizer_image_token` produced.
+puts a `▁` in front of each piece, even one that starts with a space (docs/original_model.md, "Tokenisation").
+transformers 5 only has the `tokenizers` backend, and its `LlamaTokenizer` uses a `Metaspace` pre-tokenizer that
+skips the prefix when the text already starts with a space, so `" x"` gives one `▁` fewer than the original
+(docs/transformers_notes.md, "Tokenizer backend"). The backend built here prepends the `▁` unconditionally with
+a normaliser (the layout transformers' own Llama converter used to produce); it is saved as a plain
+`TokenizersBackend` so that loading keeps this backend instead of rebuilding the stock one. Because added tokens
+are split off before normalisation, the text after `<video>` gets its own `▁`, exactly what the original's
+chunk-wise `tokenizer_image_token` produced.
 """
 
 from __future__ import annotations

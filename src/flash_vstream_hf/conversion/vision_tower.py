@@ -1,4 +1,4 @@
-"""Where the converted CLIP vision tower comes from (spec §4.2).
+"""Where the converted CLIP vision tower comes from (docs/original_model.md, "Checkpoint keys").
 
 The original loader ignores the CLIP copy saved inside the checkpoint and loads `CLIPVisionModel` from
 `mm_vision_tower` (a local folder or a Hub id; the openai fp32 weights). That is the default here too, so the

@@ -73,10 +73,10 @@ class FlashVStreamConfig(PreTrainedConfig):
         abstract_hidden_size (`int`, defaults to 32): query/key size of the semantic attention of the abstract update.
         kmeans_max_iter (`int`, defaults to 10): iterations of the temporal k-means.
         kmeans_tol (`float`, defaults to 1e-4): k-means stops when the summed centroid shift is below this.
-        retrieval_mode (`str`, defaults to `"original"`): `"original"` reproduces the released code (spec bug B1:
-            cluster ids index frames, so key frames come from the first `temporal_length` frames), which the
-            checkpoint was trained with; `"paper"` retrieves the frame nearest to the centroid of each of the
-            largest clusters (paper Alg. 3).
+        retrieval_mode (`str`, defaults to `"original"`): `"original"` reproduces the released code (bug B1
+            in docs/original_model.md: cluster ids index frames, so key frames come from the first `temporal_length`
+            frames), which the checkpoint was trained with; `"paper"` retrieves the frame nearest to the centroid of
+            each of the largest clusters (paper Alg. 3).
         memory_seed (`int`, defaults to 0): seed of the k-means generator of every new memory.
     """
 

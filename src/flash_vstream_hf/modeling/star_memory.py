@@ -9,9 +9,9 @@ immutable `StarState`. A frame enters as `P_spa x P_spa` pooled vision features 
 - the abstract memory: `N_abs` entries of `P_abs x P_abs` tokens, initialised with the first `N_abs` frames and
   then updated by semantic attention in chunks of `N_abs` frames (paper Alg. 2, as the released code does it);
 - the retrieval store, from which `N_ret` key frames are read out at spatial resolution (paper Alg. 3, or the
-  released code's behaviour, spec bug B1).
+  released code's behaviour, bug B1 in docs/original_model.md).
 
-Fed all frames at once, this reproduces the released code's offline consolidation (spec §2.2-2.6) for the same
+Fed all frames at once, this reproduces the released code's offline consolidation (docs/original_model.md) for the same
 k-means initialisation; fed frame by frame, the abstract memory stays identical to the offline one because the
 chunk boundaries are the same. The state is bounded: its size never depends on the number of frames seen.
 
@@ -87,7 +87,7 @@ class StarLayout:
     def counts(self, frames_seen: int) -> MemoryCounts:
         """How many entries of each memory are filled after `frames_seen` frames."""
         current = min(frames_seen, self.spatial_length)
-        past = frames_seen - current  # frames that left the spatial window (L in the spec)
+        past = frames_seen - current  # frames that left the spatial window (L in docs/original_model.md)
         temporal = min(past, self.temporal_length)
         abstract = min(past, self.abstract_length)
         overflow = past - self.abstract_length
@@ -95,7 +95,8 @@ class StarLayout:
         return MemoryCounts(current, past, temporal, abstract, pending, min(self.retrieved_length, temporal))
 
     def num_tokens(self, frames_seen: int) -> int:
-        """Number of memory tokens the language model sees after `frames_seen` frames (spec §2.6).
+        """Number of memory tokens the language model sees after `frames_seen` frames (docs/original_model.md,
+        "Token order and counts").
 
         With the released config: 64 for one frame, `17 L + 64 min(3, L) + 64` for `L = T - 1` up to 25, and 681
         from 26 frames on.
@@ -271,7 +272,8 @@ def weighted_kmeans(
 def abstract_update(
     memory: torch.Tensor, frames: torch.Tensor, attention: AttentionFn, update_ratio: float
 ) -> torch.Tensor:
-    """One semantic-attention update of the abstract memory, as the released code computes it (spec §2.5).
+    """One semantic-attention update of the abstract memory, as the released code computes it
+    (docs/original_model.md, "Abstract memory").
 
     `M <- M (1 - decay) + W X` with `W = ratio * softmax(q(M) k(X)^T / sqrt(h))` and `decay = W.sum(-1)`.
 
@@ -384,7 +386,7 @@ def update_key_frames(
     """The retrieval store after `leaving` `[B, m, P_spa^2, D]` left the window.
 
     - `"original"`: the first `N_tem` frames that ever left the window, in order; the released code's key
-      frames are always among them (spec B1), so this reproduces it with bounded state.
+      frames are always among them (bug B1 in docs/original_model.md), so this reproduces it with bounded state.
     - `"paper"`: for each temporal entry, the frame nearest to it among the previous key frames and the new
       frames (before clustering starts, every entry is a frame and is its own key frame).
     """
@@ -433,7 +435,8 @@ def select_key_frames(state: StarState, layout: StarLayout) -> torch.Tensor:
 
     `"original"` ranks with `torch.argsort(sizes, descending=True)` exactly as the released code, so ties (all
     sizes are 1 before clustering starts) break as that call breaks them on the same device; then it takes
-    the frame nearest to the frame whose index is the cluster id (spec B1). `"paper"` breaks ties by order.
+    the frame nearest to the frame whose index is the cluster id (bug B1 in docs/original_model.md). `"paper"`
+    breaks ties by order.
     """
     counts = layout.counts(state.frames_seen)
     if counts.retrieved == 0:

@@ -20,7 +20,8 @@ SYSTEM_PROMPT = (
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
 )
 
-# vicuna_v1 (spec §5.1): "{system} USER: <video>\n{question} ASSISTANT: {answer}</s>USER: ... ASSISTANT:".
+# vicuna_v1 (docs/original_model.md, "Prompt"):
+# "{system} USER: <video>\n{question} ASSISTANT: {answer}</s>USER: ... ASSISTANT:".
 # A system message replaces the default system prompt; a video item renders as "<video>\n". The answer and its
 # "</s>" are the `{% generation %}` block, the training target of `return_assistant_tokens_mask=True`.
 VICUNA_V1_CHAT_TEMPLATE = (
@@ -91,7 +92,7 @@ class FlashVStreamProcessor(ProcessorMixin):
     the STAR memory gives for the video's frames (or `num_video_tokens` for a memory that already exists).
 
     Text is tokenised in chunks around the placeholder, as the original `tokenizer_image_token` does: BOS once,
-    and the text after the placeholder tokenised on its own (spec §5.2).
+    and the text after the placeholder tokenised on its own (docs/original_model.md, "Tokenisation").
 
     Args:
         image_processor: a CLIP image processor, applied to every frame.
@@ -155,7 +156,8 @@ class FlashVStreamProcessor(ProcessorMixin):
         return ["input_ids", "attention_mask", "pixel_values_videos", "video_frame_mask"]
 
     def num_video_tokens(self, num_frames: int) -> int:
-        """Memory tokens after `num_frames` frames, `[abstract | temporal | retrieved | current]` (spec §2.6)."""
+        """Memory tokens after `num_frames` frames, `[abstract | temporal | retrieved | current]`
+        (docs/original_model.md, "Token order and counts")."""
         current = min(num_frames, self.spatial_length)
         past = num_frames - current
         temporal = min(past, self.temporal_length)
