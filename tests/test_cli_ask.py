@@ -1,5 +1,6 @@
 """`flash-vstream ask`: answers as of each timestamp, equal to answering offline on the same frames."""
 
+import argparse
 import json
 
 import pytest
@@ -78,6 +79,47 @@ def test_text_output_and_a_time_past_the_end(video, capsys):
     out = capsys.readouterr().out
     assert "[01:00:00.0] Q: Anything?" in out
     assert "15 frames up to 00:00:14.0" in out  # the video ended first: the memory holds all of it
+    assert "note: the stream ended at 00:00:14.0, before 01:00:00.0: answered from all of it" in out
+
+
+def test_json_says_which_times_are_past_the_end(video, capsys):
+    argv = ["ask", video, "--model", "tiny", "--json", "--max-new-tokens", "2", "--at", "99", "q", "--at", "3", "r"]
+    assert main(argv) == 0
+    answers = json.loads(capsys.readouterr().out)["answers"]
+    assert [a["past_end"] for a in answers] == [True, False]
+    assert "ended at 00:00:14.0" in answers[0]["note"] and answers[1]["note"] is None
+
+
+def fail_after(monkeypatch, frames: int) -> None:
+    """Make every video file fail to decode after `frames` sampled frames, as a file damaged mid-way does."""
+    from flash_vstream_hf.streaming import FileSource, StreamInterruptedError
+
+    decode = FileSource._frames
+
+    def damaged(self, stop):
+        for index, frame in enumerate(decode(self, stop)):
+            if index == frames:
+                raise StreamInterruptedError("decoding failed: invalid data found at packet 42")
+            yield frame
+
+    monkeypatch.setattr(FileSource, "_frames", damaged)
+
+
+def test_a_stream_ending_early_shows_in_the_output_and_exit_status(video, monkeypatch, capsys):
+    fail_after(monkeypatch, 3)  # frames at 0, 1 and 2 s, then a decode error
+    argv = ["ask", video, "--model", "tiny", "--max-new-tokens", "2", "--at", "1", "early", "--at", "9", "late"]
+    assert main([*argv, "--json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    early, late = result["answers"]
+    assert early["frames"] == 2 and early["note"] is None and not early["past_end"]
+    assert late["frames"] == 3 and late["stream_time"] == 2.0 and "answer" in late
+    assert "failed at 00:00:02.0, before 00:00:09.0" in late["note"] and "packet 42" in late["note"]
+    assert result["status"]["state"] == "failed" and result["status"]["failed_at"] == 2.0
+
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "note: the stream failed at 00:00:02.0, before 00:00:09.0" in captured.out
+    assert "the stream ended early at 00:00:02.0" in captured.err and "packet 42" in captured.err
 
 
 def test_bad_arguments_and_sources_give_clear_errors(video, tmp_path, capsys):
@@ -92,3 +134,13 @@ def test_bad_arguments_and_sources_give_clear_errors(video, tmp_path, capsys):
 def test_parse_time():
     assert parse_time("90") == 90 and parse_time("1:30") == 90 and parse_time("00:01:30.5") == 90.5
     assert parse_time("2:00:00") == 7200
+    assert parse_time("90:00") == 5400 and parse_time("0:59.99") == 59.99  # the leading unit has no bound
+
+
+@pytest.mark.parametrize("text, unit", [("1:75", "seconds"), ("1:60", "seconds"), ("1:60:00", "minutes"),
+                                        ("0:00:60.5", "seconds"), ("2:75:10", "minutes")])  # fmt: skip
+def test_minutes_and_seconds_past_59_are_rejected(text, unit, video, capsys):
+    with pytest.raises(argparse.ArgumentTypeError, match=f"{unit} must be below 60"):
+        parse_time(text)
+    assert main(["ask", video, "--model", "tiny", "--at", text, "q"]) == 2
+    assert f"{unit} must be below 60" in capsys.readouterr().err

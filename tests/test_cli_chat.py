@@ -45,6 +45,41 @@ def test_questions_commands_and_memory_resume(video, tmp_path, monkeypatch, caps
     assert code == 0 and "[memory: 20 frames" in out  # the saved 10 frames and 10 more
 
 
+def test_a_save_that_fails_keeps_the_chat_going(video, tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    code, out = chat(monkeypatch, capsys, ["/wait", f"/save {blocker / 'memory.safetensors'}", "Still there?",
+                                           f"/save {tmp_path / 'ok.safetensors'}"],
+                     video, "--speed", "0")  # fmt: skip
+    assert code == 0
+    assert f"error: cannot save the memory to {blocker / 'memory.safetensors'}:" in out
+    assert "[memory: 10 frames" in out  # the question after the failed save is answered from the same session
+    assert (tmp_path / "ok.safetensors").is_file()
+
+
+def test_a_save_memory_on_exit_that_fails_is_an_error(video, tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("/wait\n"))
+    code = main(
+        ["chat", video, "--model", "tiny", "--speed", "0", "--save-memory", str(blocker / "memory.safetensors")]
+    )
+    captured = capsys.readouterr()
+    assert code == 1 and "finished | t=00:09.0" in captured.out
+    assert f"error: cannot save the memory to {blocker / 'memory.safetensors'}:" in captured.err
+
+
+@pytest.mark.parametrize("stdin", [None, "closed"])
+def test_chat_without_standard_input_exits_with_a_message(video, monkeypatch, capsys, stdin):
+    if stdin == "closed":
+        stdin = io.StringIO("")
+        stdin.close()
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert main(["chat", video, "--model", "tiny"]) == 2
+    captured = capsys.readouterr()
+    assert "standard input is closed" in captured.err and "Traceback" not in captured.err
+
+
 def test_four_bit_tiny_model_answers(video, monkeypatch, capsys):
     loaded = []
 

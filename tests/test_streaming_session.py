@@ -356,3 +356,34 @@ def test_memory_stays_the_same_size_over_five_thousand_frames():
     assert sizes[10] == sizes[1000] == sizes[5000]
     assert status.memory_bytes == early.memory.nbytes
     assert status.memory_tokens == processor.num_video_tokens(5000) == middle.memory.get_seq_length()
+
+
+def test_snapshot_at_after_the_stream_ended_answers_at_once(tiny):
+    model, processor = tiny
+    with StreamingSession(model, processor) as session:
+        session.start(IteratorSource(timed_frames(5, interval=1.0), fps=None))
+        assert session.wait(JOIN)
+        past = session.snapshot_at(99.0)  # the stream ended at 4 s: the last snapshot, marked as earlier
+        assert past.done() and past.result().frames == 5 and past.result().stream_time == 4.0
+        assert past.result().stream_ended
+        exact = session.snapshot_at(4.0)
+        assert exact.done() and exact.result().frames == 5 and not exact.result().stream_ended
+        with pytest.raises(ValueError, match="already at 4.000 s"):
+            session.snapshot_at(1.0)
+
+        session.start(IteratorSource(timed_frames(100, interval=0.05), fps=None), speed=1.0)
+        assert session.wait_for_frames(5 + 1, timeout=JOIN)
+        session.stop()
+        stopped = session.snapshot_at(99.0)
+        assert stopped.done()
+        with pytest.raises(RuntimeError, match="stopped"):
+            stopped.result()
+
+
+def test_no_frames_error_is_exported_from_the_package():
+    import flash_vstream_hf
+    from flash_vstream_hf import NoFramesError as top_level
+    from flash_vstream_hf.streaming import NoFramesError as streaming_level
+
+    assert top_level is streaming_level is NoFramesError
+    assert "NoFramesError" in flash_vstream_hf.__all__

@@ -170,3 +170,36 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_timestamps_going_back_start_a_new_segment_sampled_like_one_stream():
+    # two 2 s recordings at 10 fps, concatenated: the second carries on one frame interval after the first
+    pairs = [(i / 10, synthetic_frame(i)) for i in range(20)] * 2
+    source = IteratorSource(pairs, fps=1.0)
+    frames = list(source.frames())
+    assert [f.timestamp for f in frames] == pytest.approx([0.0, 1.0, 2.0, 3.0])
+    assert [frame_index(f.image) for f in frames] == [0, 10 % 16, 0, 10 % 16]
+    assert source.timestamp_resets == 1
+
+
+def test_unusable_timestamps_are_passed_on_as_nan_for_the_consumer_to_count():
+    pairs = [(0.0, synthetic_frame(0)), ("abc", synthetic_frame(1)), (float("inf"), synthetic_frame(2)), (1.0, None)]
+    frames = list(IteratorSource(pairs, fps=1.0).frames())
+    assert [f.timestamp for f in frames][0] == 0.0 and np.isnan([f.timestamp for f in frames][1:3]).all()
+    assert frames[3].timestamp == 1.0 and len(frames) == 4
+
+
+def test_frames_are_downscaled_to_a_bounded_size_close_to_direct_preprocessing(processor):
+    from flash_vstream_hf.streaming.sources import MAX_ASPECT_RATIO, downscale_frame
+
+    big = synthetic_frame(3, width=4000, height=3000)
+    small = downscale_frame(big, 64)
+    assert small.shape == (64, 85, 3) and small.dtype == np.uint8
+    direct = processor.image_processor([big], return_tensors="pt")["pixel_values"]
+    fitted = processor.image_processor([small], return_tensors="pt")["pixel_values"]
+    assert (direct - fitted).abs().mean() < 0.05  # normalised pixel units: a second resampling, little else
+    assert downscale_frame(np.zeros((100, 100_000, 3), np.uint8), 64).shape[1] <= MAX_ASPECT_RATIO * 64
+    assert downscale_frame(np.zeros((10, 5000, 3), np.uint8), 64).shape == (1, 256, 3)
+    frame = synthetic_frame(1)
+    kept = downscale_frame(frame, 64)
+    assert kept.shape == frame.shape and np.array_equal(kept, frame) and kept is not frame  # a copy, not resized

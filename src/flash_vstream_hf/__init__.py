@@ -35,14 +35,15 @@ __all__ = [
     "FlashVStreamModel",
     "FlashVStreamPreTrainedModel",
     "FlashVStreamProcessor",
+    "NoFramesError",
     "StreamingSession",
 ]
 
 
 def __getattr__(name: str):
     # The streaming runtime is imported on first use, so `import flash_vstream_hf` stays light.
-    if name == "StreamingSession":
-        from .streaming import StreamingSession
+    if name in ("StreamingSession", "NoFramesError"):
+        from . import streaming
 
-        return StreamingSession
+        return getattr(streaming, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

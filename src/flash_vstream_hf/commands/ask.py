@@ -2,6 +2,11 @@
 
 Answers each question as of its timestamp: the memory holds exactly the frames stamped up to it. The file is
 streamed through once, as fast as possible by default; questions are answered while ingest goes on.
+
+A time past the end of the stream is answered from all of it, with a note (`"past_end": true` in `--json`). If
+the source fails before a question's time (a decode error mid-file), that question is answered from the frames
+read up to the failure, with a note (`"stream_failed": true`), and the exit status is 1, as it is when a
+question fails. Times are `SS`, `MM:SS` or `HH:MM:SS`: the leading unit has no bound, the others must be < 60.
 """
 
 from __future__ import annotations
@@ -18,11 +23,16 @@ _TIME = re.compile(r"^(?:(?:(\d+):)?(\d+):)?(\d+(?:\.\d*)?)$")
 
 
 def parse_time(text: str) -> float:
-    """Seconds from `SS[.s]`, `MM:SS[.s]` or `HH:MM:SS[.s]`."""
+    """Seconds from `SS[.s]`, `MM:SS[.s]` or `HH:MM:SS[.s]`; below the leading unit, minutes and seconds must be
+    below 60 (`1:75` is a typo, not 135 s)."""
     match = _TIME.match(text.strip())
     if not match:
         raise argparse.ArgumentTypeError(f"timestamp must be SS, MM:SS or HH:MM:SS (e.g. 00:01:30), got {text!r}")
     hours, minutes, seconds = match.groups()
+    if minutes is not None and float(seconds) >= 60:
+        raise argparse.ArgumentTypeError(f"seconds must be below 60 in MM:SS or HH:MM:SS, got {text!r}")
+    if hours is not None and int(minutes) >= 60:
+        raise argparse.ArgumentTypeError(f"minutes must be below 60 in HH:MM:SS, got {text!r}")
     return int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds)
 
 
@@ -62,38 +72,62 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    results = [None] * len(questions)
-    failed = False
-    order = sorted(range(len(questions)), key=lambda i: questions[i][0])
     with session:
-        for index in order:  # earlier questions are answered while ingest goes on toward the later ones
-            seconds, question = questions[index]
-            try:
-                snapshot = futures[index].result()
-            except RuntimeError as error:  # the stream failed before this time: answer from what it had
-                print(f"note: {error}", file=sys.stderr)
-                snapshot = session.snapshot()
-            if index == order[-1]:
-                session.stop()  # every question has its memory: the rest of the file is not needed
-            try:
-                answer = session.ask(question, snapshot=snapshot)
-                results[index] = {"at": seconds, **answer.to_dict()}
-            except Exception as error:  # one failed question does not stop the others
-                failed = True
-                results[index] = {"at": seconds, "question": question, "error": f"{type(error).__name__}: {error}"}
-            if not args.json:
-                _print_result(results[index])
+        results = _answer_all(session, questions, futures, print_each=not args.json)
         status = session.status()
     if args.json:
         print(json.dumps({"source": args.source, "model": args.model, "fps": args.fps, "answers": results,
                           "status": dataclasses.asdict(status)}, indent=2))  # fmt: skip
-    elif status.error:
-        print(f"note: the stream ended early: {status.error}", file=sys.stderr)
-    return 1 if failed else 0
+    if status.error:
+        print(f"note: the stream ended early at {format_time(status.failed_at)}: {status.error}", file=sys.stderr)
+    incomplete = any("error" in result or result["stream_failed"] for result in results)
+    return 1 if incomplete else 0
+
+
+def _answer_all(session, questions: list[tuple[float, str]], futures: list, print_each: bool) -> list[dict]:
+    """Answer every question from its snapshot, earliest first, while ingest goes on toward the later ones; the
+    results in the order asked."""
+    results = [None] * len(questions)
+    order = sorted(range(len(questions)), key=lambda i: questions[i][0])
+    for index in order:
+        seconds, question = questions[index]
+        snapshot, note, stream_failed = _snapshot_for(session, futures[index], seconds)
+        if index == order[-1]:
+            session.stop()  # every question has its memory: the rest of the file is not needed
+        try:
+            answer = session.ask(question, snapshot=snapshot)
+            results[index] = {"at": seconds, **answer.to_dict()}
+        except Exception as error:  # one failed question does not stop the others
+            results[index] = {"at": seconds, "question": question, "error": f"{type(error).__name__}: {error}"}
+        results[index].update(past_end=snapshot.stream_ended, stream_failed=stream_failed, note=note)
+        if print_each:
+            _print_result(results[index])
+    return results
+
+
+def _snapshot_for(session, future, seconds: float) -> tuple:
+    """`(snapshot, note, stream_failed)` for a question at `seconds`: the memory as of that time, else the whole
+    stream if it ended first (with a note), else what was read before the source failed (with a note)."""
+    from ..streaming import StreamInterruptedError
+
+    try:
+        snapshot = future.result()
+    except StreamInterruptedError as error:
+        reached, cause = format_time(error.stream_time), session.status().error
+        note = f"the stream failed at {reached}, before {format_time(seconds)} ({cause}): answered from what it read"
+        return session.snapshot(), note, True
+    except RuntimeError as error:  # stopped before this time (Ctrl-C): answer from what it had
+        return session.snapshot(), str(error), True
+    if snapshot.stream_ended:
+        ended, asked = format_time(snapshot.stream_time), format_time(seconds)
+        return snapshot, f"the stream ended at {ended}, before {asked}: answered from all of it", False
+    return snapshot, None, False
 
 
 def _print_result(result: dict) -> None:
     print(f"[{format_time(result['at'])}] Q: {result['question']}")
+    if result["note"]:
+        print(f"  note: {result['note']}")
     if "error" in result:
         print(f"  error: {result['error']}")
         return

@@ -2,7 +2,8 @@
 
 In a terminal the prompt has a live status bar (stream time, frames, ingest fps, memory tokens); with piped
 input every line is a question. Commands: `/status`, `/wait [N]` (until N frames are in memory, or the stream
-has ended), `/save PATH` (the memory), `/quit`.
+has ended), `/save PATH` (the memory; a save that fails is reported and the chat goes on), `/quit`. With standard
+input closed there is nothing to read questions from: it exits with status 2 and says so.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ def run(args: argparse.Namespace) -> int:
     from ..modeling import FlashVStreamMemory
     from ..streaming import StreamingSession
 
+    if not _stdin_is_open():
+        print("error: standard input is closed: chat reads its questions from it (pipe them in, or use a terminal)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     model, processor = load_model(args)
     memory = FlashVStreamMemory.load(args.resume, device=model.device) if args.resume else None
     session = StreamingSession(
@@ -51,10 +56,27 @@ def run(args: argparse.Namespace) -> int:
             pass
         session.stop()
         print(session.status().line())
-        if args.save_memory:
-            session.save_memory(args.save_memory)
-            print(f"memory saved to {args.save_memory}")
+        if args.save_memory and not save_memory(session, args.save_memory, sys.stdout, sys.stderr):
+            return 1
     return 0
+
+
+def _stdin_is_open() -> bool:
+    """False when there is no standard input (Python started with it closed sets `sys.stdin` to None) or it was
+    closed."""
+    return sys.stdin is not None and not getattr(sys.stdin, "closed", False)
+
+
+def save_memory(session, path: str, out: TextIO, err: TextIO) -> bool:
+    """Save the session's memory to `path`; a failure (a folder that cannot be written, a full disk) is printed
+    to `err` and returned as False: the session and its memory stay as they were."""
+    try:
+        session.save_memory(path)
+    except Exception as error:
+        print(f"error: cannot save the memory to {path}: {type(error).__name__}: {error}", file=err)
+        return False
+    print(f"memory saved to {path}", file=out)
+    return True
 
 
 def handle_line(session, line: str, out: TextIO) -> bool:
@@ -82,8 +104,7 @@ def handle_line(session, line: str, out: TextIO) -> bool:
         if not argument.strip():
             print("usage: /save PATH", file=out)
         else:
-            session.save_memory(argument.strip())
-            print(f"memory saved to {argument.strip()}", file=out)
+            save_memory(session, argument.strip(), out, out)
     elif command.startswith("/"):
         print(f"unknown command {command}; {HELP}", file=out)
     else:

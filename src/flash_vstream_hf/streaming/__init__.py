@@ -14,7 +14,15 @@ with StreamingSession(model, processor) as session:
 from .answering import Answer, AnswerStream, NoFramesError, StreamSnapshot
 from .backlog import FrameBacklog
 from .session import StreamingSession, StreamStatus
-from .sources import FileSource, FrameSource, IteratorSource, LiveSource, open_source
+from .sources import (
+    FileSource,
+    FrameSource,
+    IteratorSource,
+    LiveSource,
+    StreamClock,
+    StreamInterruptedError,
+    open_source,
+)
 
 __all__ = [
     "Answer",
@@ -25,6 +33,8 @@ __all__ = [
     "IteratorSource",
     "LiveSource",
     "NoFramesError",
+    "StreamClock",
+    "StreamInterruptedError",
     "StreamSnapshot",
     "StreamStatus",
     "StreamingSession",

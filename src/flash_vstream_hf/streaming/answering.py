@@ -27,6 +27,8 @@ class StreamSnapshot:
 
     memory: FlashVStreamMemory  # frozen: later updates of the session's memory do not change it
     stream_time: float | None  # seconds (timestamp of the newest frame of the current source); None before any
+    # from snapshot_at(t): the stream ended before t, so this holds the whole stream and is earlier than t
+    stream_ended: bool = False
 
     @property
     def frames(self) -> int:

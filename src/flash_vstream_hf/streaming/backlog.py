@@ -31,6 +31,11 @@ class FrameBacklog:
     def __len__(self) -> int:
         return len(self._items)
 
+    def nbytes(self) -> int:
+        """Bytes of the images waiting (items with an `image` array, as `VideoFrame`s have)."""
+        with self._changed:
+            return sum(getattr(getattr(item, "image", None), "nbytes", 0) for item in self._items)
+
     def put(self, item, stop: threading.Event) -> bool:
         """Queue `item`; with `"block"` wait for room (checking `stop`). Returns False, queuing nothing, if
         `stop` was set or the backlog was closed."""

@@ -10,6 +10,18 @@ and questions from any thread, each reading an immutable memory snapshot while i
 The vision tower runs on batches (the expensive part, and what lets ingest catch up when it falls behind), but
 frames enter the memory one at a time, so the memory is the same whatever the batching and however fast the
 machine is: asking at a timestamp gives the answer that frame-by-frame streaming of the same frames gives.
+
+The reader checks every frame before it is queued: a frame without a finite timestamp, or whose image is not an
+`[H, W, 3]` uint8 array (NaN or infinite values included), is counted as bad and skipped; a good one is
+downscaled to at most `max_frame_side` on its shorter side, so the backlog's bytes are bounded whatever the
+source's resolution. A source that fails mid-stream goes through one path, `_source_failed`: the session ends
+`failed`, with the stream time it reached.
+
+A session is a small state machine, guarded by one lock (one stream, one reader and one ingest thread at a time):
+
+    idle -> starting -> running -> finished | failed      (the source ended, or failed)
+                           `-> stopping -> stopped         (stop())
+    and from any ended state, start() again: the memory carries on.
 """
 
 from __future__ import annotations
@@ -20,21 +32,23 @@ import threading
 import time
 import weakref
 from collections import deque
-from concurrent.futures import Future
-from dataclasses import dataclass
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, replace
 
-import numpy as np
 import torch
 from transformers.utils import logging
 
 from ..modeling import FlashVStreamMemory
+from ..processing.video_io import VideoFrame
 from .answering import Answer, AnswerStream, NoFramesError, StreamSnapshot, TimedTextStreamer, generate_answer
 from .backlog import BACKLOG_POLICIES, FrameBacklog
-from .sources import FrameSource, open_source
+from .sources import FrameSource, StreamInterruptedError, _as_seconds, downscale_frame, frame_image, open_source
 
 logger = logging.get_logger(__name__)
 
 _TIME_EPSILON = 1e-6  # seconds, as in video_io: absorbs pts * time_base rounding
+ACTIVE_STATES = ("starting", "running", "stopping")  # a stream is open: start() is refused
+ENDED_STATES = ("finished", "stopped", "failed")
 
 # One lock per loaded model, for its warm-up: the first forward of a module may change it (bitsandbytes repacks
 # 4-bit weights on CPU, kernels get selected), so it must not run from two threads at once. After the warm-up,
@@ -49,14 +63,17 @@ class StreamStatus:
     """Counters of a session. Once a stream has ended, `frames_in = frames_ingested + frames_dropped +
     frames_failed`."""
 
-    state: str  # "idle", "running", "finished", "stopped" or "failed"
+    state: str  # "idle", "starting", "running", "stopping", "finished", "stopped" or "failed"
     source: str | None
     stream_time: float | None  # timestamp of the newest frame in memory (current source)
     frames_in: int  # sampled frames read from the sources
     frames_ingested: int
     frames_dropped: int  # skipped by the "drop" backlog policy (or discarded by stop())
-    frames_failed: int  # bad frames, logged and skipped
+    frames_failed: int  # bad frames (bad image or timestamp), logged and skipped
+    bad_timestamps: int  # of frames_failed: no finite timestamp, or earlier than the previous frame's
+    timestamp_resets: int  # backward jumps of a source's timestamps, each re-based as a new segment
     backlog: int  # frames waiting for the ingest thread
+    backlog_bytes: int  # their image bytes: at most max_backlog * 3 * MAX_ASPECT_RATIO * max_frame_side**2
     # frames per second the ingest thread gets through while busy (preprocessing + vision + memory, recent
     # batches): its capacity. Above the source's sampled fps, ingest keeps up with a live stream.
     ingest_fps: float | None
@@ -66,6 +83,7 @@ class StreamStatus:
     questions_answered: int
     questions_failed: int
     error: str | None  # why the last source ended early, if it did
+    failed_at: float | None  # the stream time it had reached then (its last frame read); None if none was
 
     def line(self) -> str:
         """One line for a terminal status bar."""
@@ -84,8 +102,11 @@ class StreamStatus:
             parts.append(f"dropped={self.frames_dropped}")
         if self.frames_failed:
             parts.append(f"bad={self.frames_failed}")
+        if self.timestamp_resets:
+            parts.append(f"segments={self.timestamp_resets + 1}")
         if self.error:
-            parts.append(f"error: {self.error}")
+            where = "" if self.failed_at is None else f" at {_clock(self.failed_at)}"
+            parts.append(f"error{where}: {self.error}")
         return " | ".join(parts)
 
 
@@ -100,8 +121,14 @@ class StreamingSession:
             for recorded sources (nothing is lost) and `"drop"` for live ones (the oldest waiting frame goes).
         max_backlog: frames that may wait for the ingest thread.
         max_batch: frames the vision tower encodes in one call when ingest has fallen behind.
+        max_frame_side: frames are downscaled (aspect ratio kept) before they are queued, to at most this many
+            pixels on their shorter side and `MAX_ASPECT_RATIO` times that on their longer one; by default twice
+            the vision tower's input size (448 for a 224-pixel CLIP), so CLIP preprocessing sees enough pixels
+            and a queued frame takes at most 2.4 MB (0.8 MB at 4:3) whatever the source's resolution.
         generation_kwargs: defaults for `generate()` in `ask`, e.g. `{"max_new_tokens": 128}`.
         warm_up: run the model once per process before using it from threads (see `_MODEL_LOCKS`).
+
+    One stream at a time: `start()` while a stream is starting, running or stopping raises `RuntimeError`.
 
     Example:
         ```python
@@ -122,6 +149,7 @@ class StreamingSession:
         backlog: str | None = None,
         max_backlog: int = 32,
         max_batch: int = 8,
+        max_frame_side: int | None = None,
         generation_kwargs: dict | None = None,
         warm_up: bool = True,
     ):
@@ -129,6 +157,10 @@ class StreamingSession:
             raise ValueError(f"backlog must be one of {BACKLOG_POLICIES} or None, got {backlog!r}")
         if max_batch < 1 or max_backlog < 1:
             raise ValueError(f"max_batch and max_backlog must be >= 1, got {max_batch} and {max_backlog}")
+        if max_frame_side is None:
+            max_frame_side = 2 * model.config.vision_config.image_size
+        if max_frame_side < 1:
+            raise ValueError(f"max_frame_side must be >= 1, got {max_frame_side}")
         self.model = model
         self.processor = processor
         if memory is None:
@@ -140,6 +172,7 @@ class StreamingSession:
         self.backlog_policy = backlog
         self.max_backlog = max_backlog
         self.max_batch = max_batch
+        self.max_frame_side = max_frame_side
         self.generation_kwargs = {"max_new_tokens": 256, **(generation_kwargs or {})}
         self._warm_up = warm_up
 
@@ -150,15 +183,15 @@ class StreamingSession:
         self._stop = threading.Event()
         self._reader: threading.Thread | None = None
         self._ingester: threading.Thread | None = None
-        self._done = threading.Event()
-        self._done.set()
         self._checkpoints: list[tuple[float, Future]] = []
-        self._lock = threading.Lock()  # counters, checkpoints, state
+        self._lock = threading.Lock()  # state, counters, checkpoints, the current run
+        self._changed = threading.Condition(self._lock)  # notified on every change of state and every frame
         self._frames_in = self._ingested = self._dropped = self._failed = self._backlog_dropped = 0
+        self._bad_timestamps = self._earlier_resets = 0
         self._answered = self._question_failures = 0
         self._work: deque[tuple[int, float]] = deque(maxlen=16)  # (frames, seconds) of recent ingest batches
         self._error: str | None = None
-        self._frame_count = threading.Condition(self._lock)
+        self._failed_at: float | None = None
 
     # -- stream control -------------------------------------------------------------------------------------------
 
@@ -176,75 +209,118 @@ class StreamingSession:
         `source` is a `FrameSource` or anything `open_source` takes (file path, URL, camera device, iterable of
         frames); `fps`, `speed` (None: as fast as possible), `backend` and `input_format` apply to the latter.
         Opening errors (missing or corrupt file, no video stream, unreachable URL) are raised here and leave
-        the session as it was. A finished session can start another source: its memory carries on.
+        the session as it was. A session that has ended (finished, stopped, failed) can start another source:
+        its memory carries on. Raises `RuntimeError` if a stream is starting, running or stopping, from any
+        thread: a session runs one stream at a time.
         """
-        if self.running:
-            raise RuntimeError("the session is already streaming; stop() it or wait() for it first")
-        source = open_source(source, fps=fps, speed=speed, backend=backend, input_format=input_format)
+        previous = self._claim_start()
+        try:
+            source = self._open(source, fps=fps, speed=speed, backend=backend, input_format=input_format)
+        except BaseException:
+            self._set_state(previous)
+            raise
+        self._launch(source)
+        return self
+
+    def _claim_start(self) -> str:
+        """idle or ended -> starting, atomically; returns the state to go back to if opening fails."""
+        with self._changed:
+            if self._state in ACTIVE_STATES:
+                raise RuntimeError(
+                    f"the session is already streaming (it is {self._state}); stop() it or wait() for it first"
+                )
+            previous, self._state = self._state, "starting"
+            self._changed.notify_all()
+            return previous
+
+    def _set_state(self, state: str) -> None:
+        with self._changed:
+            self._state = state
+            self._changed.notify_all()
+
+    def _open(self, source, **options) -> FrameSource:
+        """The opened source, the model warm; raises what opening raises (nothing is left open then)."""
+        source = open_source(source, **options)
         source.open()
         try:
             self._ensure_warm()
         except BaseException:
             source.close()
             raise
+        return source
+
+    def _launch(self, source: FrameSource) -> None:
+        """starting -> running: a new backlog, stop event and pair of threads for `source`."""
         policy = self.backlog_policy or ("drop" if source.live else "block")
-        with self._lock:
-            self._source = source
-            if self._backlog is not None:
-                self._backlog_dropped += self._backlog.dropped
-            self._backlog = FrameBacklog(self.max_backlog, policy)
-            self._stop = threading.Event()
-            self._done = threading.Event()
-            self._error = None
-            self._state = "running"
-            self._view = StreamSnapshot(self.memory.snapshot(), None)
-            self._work.clear()
         # The threads get this run's source, backlog and stop event: a reader still blocked in a live read
         # after stop() must not touch the next run's.
-        run = (self._backlog, self._stop)
-        self._reader = threading.Thread(
-            target=self._read, args=(source, *run), name="flash-vstream-reader", daemon=True
-        )
-        self._ingester = threading.Thread(target=self._ingest, args=run, name="flash-vstream-ingest", daemon=True)
-        self._reader.start()
-        self._ingester.start()
-        return self
+        backlog, stop = FrameBacklog(self.max_backlog, policy), threading.Event()
+        suffix = f"{id(self):x}"
+        with self._changed:
+            self._retire_run()
+            self._source, self._backlog, self._stop = source, backlog, stop
+            self._error = self._failed_at = None
+            self._view = StreamSnapshot(self.memory.snapshot(), None)
+            self._work.clear()
+            self._reader = threading.Thread(
+                target=self._read, args=(source, backlog, stop), name=f"flash-vstream-reader-{suffix}", daemon=True
+            )
+            self._ingester = threading.Thread(
+                target=self._ingest, args=(backlog, stop), name=f"flash-vstream-ingest-{suffix}", daemon=True
+            )
+            # started under the lock, so that stop() finds them started, whenever it comes
+            self._reader.start()
+            self._ingester.start()
+            self._state = "running"
+            self._changed.notify_all()
+
+    def _retire_run(self) -> None:
+        """Fold the counters kept by the previous run's backlog and source into the session's (lock held)."""
+        if self._backlog is not None:
+            self._backlog_dropped += self._backlog.dropped
+        if self._source is not None:
+            self._earlier_resets += self._source.timestamp_resets
 
     @property
     def running(self) -> bool:
-        return not self._done.is_set()
+        """A stream is starting, running or stopping."""
+        return self._state in ACTIVE_STATES
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait until the source is exhausted and every frame read is ingested. False on timeout."""
-        return self._done.wait(timeout)
+        """Wait until the source is exhausted and every frame read is ingested (or the stream was stopped or
+        failed); every `snapshot_at` future of the stream is settled then. False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._state not in ACTIVE_STATES, timeout)
 
     def wait_for_frames(self, count: int = 1, timeout: float | None = None) -> bool:
         """Wait until the memory holds at least `count` frames (False on timeout or if the stream ended first)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._frame_count:
-            while self._view.frames < count:
-                if self._done.is_set():
-                    return False
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self._frame_count.wait(0.1 if remaining is None else min(remaining, 0.1))
-            return True
+        with self._changed:
+            self._changed.wait_for(lambda: self._view.frames >= count or self._state not in ACTIVE_STATES, timeout)
+            return self._view.frames >= count
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop reading the source; frames already waiting are discarded (counted as dropped). The memory and
-        everything answered so far stay; `start()` may be called again.
+        everything answered so far stay; `start()` may be called again. A no-op if no stream is running; a
+        stream still starting (in another thread) is waited for, then stopped.
 
         Waits (up to `timeout` seconds) for the ingest thread to finish the vision call it may be in, so the
         memory no longer changes once `stop()` returns. The reader thread is not waited for: a live input may be
         blocked in a read until its timeout; it only ends its source then.
         """
-        self._stop.set()
-        if self._backlog is not None:
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._state != "starting", timeout):
+                logger.warning("the stream was still starting after %s s: not stopped", timeout)
+                return
+            if self._state not in ("running", "stopping"):
+                return
+            self._state = "stopping"
+            self._stop.set()
             self._backlog.close()
-        if self._ingester is not None and self._ingester is not threading.current_thread():
-            self._ingester.join(timeout)
-            if self._ingester.is_alive():
+            ingester = self._ingester
+            self._changed.notify_all()
+        if ingester is not threading.current_thread():
+            ingester.join(timeout)
+            if ingester.is_alive():
                 logger.warning("the ingest thread did not stop within %s s", timeout)
 
     def __enter__(self) -> StreamingSession:
@@ -262,14 +338,26 @@ class StreamingSession:
     def snapshot_at(self, timestamp: float) -> Future:
         """A future `StreamSnapshot` of the memory holding exactly the frames stamped `<= timestamp` (seconds of
         the current source, or of the next one if called before `start()`); resolved as ingest passes that
-        point, or at the end of the stream. Ingest goes on meanwhile."""
+        point. Ingest goes on meanwhile.
+
+        If the stream ends first, the future gets the last snapshot with `stream_ended=True` (it holds the whole
+        stream, and is earlier than `timestamp`) when the source was exhausted, a `StreamInterruptedError` when
+        the source failed, and a `RuntimeError` when it was stopped. Called once the stream has ended, it is
+        settled at once, the same way. Raises `ValueError` if the stream is already past `timestamp`.
+        """
+        if _as_seconds(timestamp) is None:
+            raise ValueError(f"timestamp must be a finite number of seconds, got {timestamp!r}")
         future: Future = Future()
         with self._lock:
             current = self._view.stream_time
-            if self._state == "running" and current is not None and current > timestamp + _TIME_EPSILON:
+            if self._state not in ("idle", "starting") and current is not None and current > timestamp + _TIME_EPSILON:
                 raise ValueError(f"the stream is already at {current:.3f} s, past {timestamp} s")
-            self._checkpoints.append((timestamp, future))
-            self._checkpoints.sort(key=lambda item: item[0])
+            if self._state not in ENDED_STATES:
+                self._checkpoints.append((timestamp, future))
+                self._checkpoints.sort(key=lambda item: item[0])
+                return future
+            ending = self._ending()
+        _settle(future, timestamp, *ending)
         return future
 
     def save_memory(self, path: str | os.PathLike) -> None:
@@ -321,7 +409,8 @@ class StreamingSession:
         return answer
 
     def _checked_snapshot(self, snapshot: StreamSnapshot | None) -> StreamSnapshot:
-        """`snapshot`, or the memory now; a question about an empty memory fails at once (spec bug B11)."""
+        """`snapshot`, or the memory now; a question about an empty memory fails at once (bug B11 in
+        docs/original_model.md)."""
         snapshot = self._view if snapshot is None else snapshot
         if snapshot.frames == 0:
             self._count_question(failed=True)
@@ -337,16 +426,19 @@ class StreamingSession:
     def status(self) -> StreamStatus:
         with self._lock:
             frames, seconds = sum(f for f, _ in self._work), sum(s for _, s in self._work)
-            view, backlog = self._view, self._backlog
+            view, backlog, source = self._view, self._backlog, self._source
             return StreamStatus(
                 state=self._state,
-                source=None if self._source is None else self._source.describe(),
+                source=None if source is None else source.describe(),
                 stream_time=view.stream_time,
                 frames_in=self._frames_in,
                 frames_ingested=self._ingested,
                 frames_dropped=self._dropped + self._backlog_dropped + (backlog.dropped if backlog is not None else 0),
                 frames_failed=self._failed,
+                bad_timestamps=self._bad_timestamps,
+                timestamp_resets=self._earlier_resets + (source.timestamp_resets if source is not None else 0),
                 backlog=len(backlog) if backlog is not None else 0,
+                backlog_bytes=backlog.nbytes() if backlog is not None else 0,
                 ingest_fps=frames / seconds if seconds > 0 else None,
                 memory_frames=view.frames,
                 memory_tokens=view.memory.get_seq_length(),
@@ -354,28 +446,75 @@ class StreamingSession:
                 questions_answered=self._answered,
                 questions_failed=self._question_failures,
                 error=self._error,
+                failed_at=self._failed_at,
             )
 
     # -- background threads ---------------------------------------------------------------------------------------
 
     def _read(self, source: FrameSource, backlog: FrameBacklog, stop: threading.Event) -> None:
-        """Reader thread: source -> backlog."""
+        """Reader thread: source -> checked, downscaled frames -> backlog."""
+        last_time = None  # stream time of the last frame read
         try:
             with contextlib.closing(source.frames(stop)) as frames:  # closing ends the decoder at once
                 for frame in frames:
                     with self._lock:
                         self._frames_in += 1
-                    if not backlog.put(frame, stop):
+                    timestamp = self._placed(frame, last_time)
+                    if timestamp is None:
+                        continue
+                    last_time = timestamp
+                    image = self._checked_image(getattr(frame, "image", None), timestamp)
+                    if image is not None and not backlog.put(VideoFrame(timestamp, image), stop):
                         with self._lock:
                             self._dropped += 1
                         break
-        except Exception as error:
-            logger.error("source %s failed: %s", source.describe(), error)
-            if not stop.is_set():
-                with self._lock:
-                    self._error = f"{type(error).__name__}: {error}"
+        except BaseException as error:  # whatever a source raises, the stream's end must say so
+            self._source_failed(source, error, stop, last_time)
         finally:
             backlog.close()
+
+    def _placed(self, frame, previous: float | None) -> float | None:
+        """The frame's timestamp in seconds, or None (logged, counted as a bad frame) when it is not a finite
+        number or goes back: a source's own timestamps are re-based by its `StreamClock`, a custom source's
+        must not go back."""
+        timestamp = _as_seconds(getattr(frame, "timestamp", None))
+        if timestamp is not None and (previous is None or timestamp + _TIME_EPSILON >= previous):
+            return timestamp
+        why = "is not a finite number" if timestamp is None else f"is earlier than the previous frame's {previous} s"
+        logger.warning("bad frame skipped: its timestamp %r %s", getattr(frame, "timestamp", None), why)
+        with self._lock:
+            self._failed += 1
+            self._bad_timestamps += 1
+        return None
+
+    def _checked_image(self, image, timestamp: float):
+        """The frame's `[h, w, 3]` uint8 image, downscaled to `max_frame_side`; None (logged, counted) for an
+        image the model must not see."""
+        try:
+            return downscale_frame(frame_image(image), self.max_frame_side)
+        except Exception as error:
+            logger.warning("bad frame at %.3f s skipped: %s", timestamp, error)
+            with self._lock:
+                self._failed += 1
+            return None
+
+    def _source_failed(
+        self, source: FrameSource, error: BaseException, stop: threading.Event, last_time: float | None
+    ) -> None:
+        """The one path by which a source that ended early becomes visible: a decode error mid-file, a truncated
+        file, a dropped connection, an iterator that raised. The session ends `failed` with the error and the
+        stream time reached (`status().error`, `.failed_at`); the `snapshot_at` futures not reached get a
+        `StreamInterruptedError`. A source raising `StreamInterruptedError` itself takes the same path."""
+        if stop.is_set():  # stop() was called: what was not read was not asked for
+            logger.info("source %s ended after stop(): %s", source.describe(), error)
+            return
+        if isinstance(error, StreamInterruptedError) and error.stream_time is not None:
+            last_time = error.stream_time  # the source knows where its data ended (e.g. between sampled frames)
+        where = "before any frame" if last_time is None else f"at {last_time} s"
+        logger.error("source %s failed %s: %s", source.describe(), where, error)
+        with self._lock:
+            self._error = f"{type(error).__name__}: {error}"
+            self._failed_at = last_time
 
     def _ingest(self, backlog: FrameBacklog, stop: threading.Event) -> None:
         """Ingest thread: backlog -> preprocessing -> vision tower -> memory, until the backlog is closed."""
@@ -396,22 +535,32 @@ class StreamingSession:
             logger.exception("ingest thread failed")
             with self._lock:
                 self._error = f"{type(error).__name__}: {error}"
+                self._failed_at = self._view.stream_time
         finally:
-            with self._lock:
-                if self._error is None or stop.is_set():
-                    finished = "stopped" if stop.is_set() else "finished"
-                else:
-                    finished = "failed"
-                self._state = finished
+            self._end_run(stop)
+
+    def _end_run(self, stop: threading.Event) -> None:
+        """running/stopping -> finished, stopped or failed, once every `snapshot_at` future is settled (so
+        `wait()` returning means they are). Futures are settled outside the lock: their callbacks may call the
+        session; one registered meanwhile is settled in the next round."""
+        while True:
+            with self._changed:
                 pending, self._checkpoints = self._checkpoints, []
+                ending = self._ending(stop)
+                if not pending:
+                    self._state = ending[0]
+                    self._changed.notify_all()
+                    return
             for timestamp, future in pending:
-                if finished == "finished":
-                    future.set_result(self._view)  # the stream ended before `timestamp`: it holds all frames
-                else:
-                    future.set_exception(RuntimeError(f"the stream {finished} before reaching {timestamp} s"))
-            self._done.set()
-            with self._frame_count:
-                self._frame_count.notify_all()
+                _settle(future, timestamp, *ending)
+
+    def _ending(self, stop: threading.Event | None = None) -> tuple[str, StreamSnapshot, str | None, float | None]:
+        """`(state, last snapshot, error, failed_at)` of the stream that ended (lock held)."""
+        if stop is None:
+            state = self._state
+        else:
+            state = "stopped" if stop.is_set() else ("failed" if self._error is not None else "finished")
+        return state, self._view, self._error, self._failed_at
 
     def _ingest_batch(self, frames: list, stop: threading.Event) -> int:
         """Encode `frames` in one vision call, then add them to the memory one by one. Returns frames ingested."""
@@ -441,10 +590,10 @@ class StreamingSession:
                     self._failed += 1
                 continue
             ingested += 1
-            with self._frame_count:
+            with self._changed:
                 self._view = StreamSnapshot(self.memory.snapshot(), frame.timestamp)
                 self._ingested += 1
-                self._frame_count.notify_all()
+                self._changed.notify_all()
         return ingested
 
     def _preprocess(self, frames: list) -> tuple[torch.Tensor | None, list]:
@@ -466,8 +615,7 @@ class StreamingSession:
         return (torch.cat(pixels) if pixels else None), kept
 
     def _pixels(self, images: list) -> torch.Tensor:
-        for image in images:
-            _check_image(image)
+        """`[T, 3, H, W]` for images the reader has checked (`frame_image`)."""
         return self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
 
     def _resolve_checkpoints(self, before: float) -> None:
@@ -479,7 +627,7 @@ class StreamingSession:
             self._checkpoints = [item for item in self._checkpoints if item not in due]
             view = self._view
         for _, future in due:
-            future.set_result(view)
+            _resolve(future, view)
 
     def _count_question(self, failed: bool) -> None:
         with self._lock:
@@ -505,16 +653,31 @@ class StreamingSession:
             _WARM_MODELS.add(self.model)
 
 
-def _check_image(image) -> None:
-    """Reject what CLIP preprocessing would misread, with a message naming the problem."""
-    if hasattr(image, "getbands"):
-        return
-    if not isinstance(image, np.ndarray):
-        raise TypeError(f"a frame must be a PIL image or an [H, W, 3] uint8 array, got {type(image).__name__}")
-    if image.ndim != 3 or image.shape[-1] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"a frame must be an [H, W, 3] array, got shape {tuple(image.shape)}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"a frame must be uint8 RGB, got dtype {image.dtype}")
+def _settle(
+    future: Future, timestamp: float, state: str, view: StreamSnapshot, error: str | None, failed_at: float | None
+) -> None:
+    """Settle a `snapshot_at(timestamp)` future of a stream that ended in `state` with `view` as its memory."""
+    if state == "finished":  # the source was exhausted: the snapshot holds every frame
+        ended = view.stream_time is None or view.stream_time + _TIME_EPSILON < timestamp
+        _resolve(future, replace(view, stream_ended=True) if ended else view)
+    elif state == "failed":
+        where = "before any frame" if failed_at is None else f"at {failed_at} s"
+        _resolve(
+            future, error=StreamInterruptedError(f"the stream failed {where}, before {timestamp} s: {error}", failed_at)
+        )
+    else:
+        _resolve(future, error=RuntimeError(f"the stream was stopped before reaching {timestamp} s"))
+
+
+def _resolve(future: Future, result=None, error: BaseException | None = None) -> None:
+    """Set a future's result or exception, unless its caller has cancelled it (that must not end the stream)."""
+    try:
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+    except InvalidStateError:
+        pass
 
 
 def _clock(seconds: float) -> str:

@@ -7,6 +7,14 @@ as fast) or read as fast as possible (`speed=None`); a live source is paced by r
 
 `FrameSource.live` tells the session which backlog policy to use by default: a file blocks when the model falls
 behind (nothing is dropped), a live input drops the oldest waiting frames (and counts them).
+
+Timestamps go through a `StreamClock`: one that is not a finite number is passed on as NaN (the session counts
+that frame as bad and goes on), and one that goes back (two recordings concatenated, a camera that restarted)
+starts a new segment, re-based so that stream time never goes back. A source that fails mid-stream raises; the
+session reports it as a `StreamInterruptedError` with the stream time it reached.
+
+`frame_image` and `downscale_frame` are the session's checks at its boundary: every queued frame is an
+`[H, W, 3]` uint8 array, at most `max_side` on its shorter side and `MAX_ASPECT_RATIO * max_side` on its longer.
 """
 
 from __future__ import annotations
@@ -18,8 +26,65 @@ import time
 from collections.abc import Iterable, Iterator
 
 import numpy as np
+from transformers.utils import logging
 
 from ..processing.video_io import TimestampSampler, VideoFrame, iter_video_frames, resolve_backend
+
+logger = logging.get_logger(__name__)
+
+_TIME_EPSILON = 1e-6  # seconds, as in video_io: absorbs pts * time_base rounding
+MAX_ASPECT_RATIO = 4  # a queued frame's longer side is at most this many times the bound of its shorter side
+
+
+class StreamInterruptedError(RuntimeError):
+    """A stream that ended before its end: a decode error mid-file, a truncated file, a dropped connection, an
+    iterator that raised. Sources may raise it; the session turns any failure of a source into one (its status
+    says `failed`, with `failed_at`), and hands it to the `snapshot_at` futures the stream did not reach.
+
+    Attributes:
+        stream_time: seconds of stream time of the last frame read before the failure (None: before any).
+    """
+
+    def __init__(self, message: str, stream_time: float | None = None):
+        super().__init__(message)
+        self.stream_time = stream_time
+
+
+class StreamClock:
+    """Stream time from a source's own timestamps: finite, and never going back.
+
+    `clock(raw)` returns seconds of stream time, or NaN when `raw` is not a finite number (the frame cannot be
+    placed in time). A timestamp earlier than the previous one starts a new segment: the stream time carries on
+    one frame interval (the last gap seen, `interval` before any) after the previous frame; `resets` counts them.
+    """
+
+    def __init__(self, interval: float = 1.0):
+        self.interval = interval
+        self.resets = 0
+        self._offset = 0.0
+        self._previous: tuple[float, float] | None = None  # (raw, stream time) of the previous frame
+
+    def __call__(self, raw) -> float:
+        seconds = _as_seconds(raw)
+        if seconds is None:
+            return math.nan
+        if self._previous is not None:
+            previous_raw, previous_time = self._previous
+            if seconds + _TIME_EPSILON < previous_raw:
+                self._start_segment(seconds, previous_raw, previous_time)
+            elif seconds > previous_raw + _TIME_EPSILON:
+                self.interval = seconds - previous_raw
+        stream_time = seconds + self._offset
+        self._previous = (seconds, stream_time)
+        return stream_time
+
+    def _start_segment(self, seconds: float, previous_raw: float, previous_time: float) -> None:
+        self._offset = previous_time + self.interval - seconds
+        self.resets += 1
+        logger.warning(
+            "timestamps went back from %.3f s to %.3f s: a new segment starts at %.3f s of stream time",
+            previous_raw, seconds, seconds + self._offset,
+        )  # fmt: skip
 
 
 class FrameSource:
@@ -34,6 +99,12 @@ class FrameSource:
         self.fps = fps
         self.speed = speed
         self._opened = False
+        self._clock: StreamClock | None = None  # set by sources that re-base their timestamps
+
+    @property
+    def timestamp_resets(self) -> int:
+        """Backward jumps of the source's timestamps, each re-based as a new segment (see `StreamClock`)."""
+        return 0 if self._clock is None else self._clock.resets
 
     def open(self) -> None:
         """Open the source now, so a missing file, a corrupt file or an unreachable URL fails at once."""
@@ -158,6 +229,7 @@ class LiveSource(FrameSource):
         stream = self._container.streams.video[0]
         stream.thread_type = "AUTO"
         sampler = TimestampSampler(self.fps)
+        self._clock = clock = StreamClock(1.0 / (self.fps or 30.0))  # a restarted stream is a new segment
         start = wall_start = None
         count = 0
         try:
@@ -168,10 +240,10 @@ class LiveSource(FrameSource):
                 wall_start = now if wall_start is None else wall_start
                 if frame.time is not None:
                     start = frame.time if start is None else start
-                    timestamp = frame.time - start
+                    timestamp = clock(frame.time - start)
                 else:
-                    timestamp = now - wall_start
-                if sampler.accept(timestamp):
+                    timestamp = clock(now - wall_start)
+                if math.isfinite(timestamp) and sampler.accept(timestamp):
                     count += 1
                     yield VideoFrame(timestamp, frame.to_ndarray(format="rgb24"))
         except (av.error.FFmpegError, OSError) as error:
@@ -189,8 +261,10 @@ class IteratorSource(FrameSource):
 
     Frames without a timestamp are stamped `index / frame_rate`; with no `frame_rate` they are taken as already
     sampled at `fps` (every one is kept), or stamped with their arrival time when `live=True` (a camera
-    callback, a queue fed by another thread). Images are checked when the session preprocesses them, so a bad
-    frame is counted and skipped without ending the stream.
+    callback, a queue fed by another thread). Images are checked by the session before they are queued, so a bad
+    frame is counted and skipped without ending the stream. A timestamp that is not a finite number (NaN, inf,
+    a string) is yielded as NaN, unsampled, for the consumer to count; timestamps that go back start a new
+    segment (see `StreamClock`), so frames of a second recording appended to a first are kept.
     """
 
     def __init__(
@@ -221,22 +295,33 @@ class IteratorSource(FrameSource):
 
     def _frames(self, stop: threading.Event) -> Iterator[VideoFrame]:
         sampler = TimestampSampler(self.fps)
+        self._clock = clock = StreamClock(1.0 / (self.frame_rate or self.fps or 1.0))
         wall_start = time.monotonic()
         for index, item in enumerate(self._iterator):
-            if isinstance(item, VideoFrame):
-                timestamp, image = item.timestamp, item.image
-            elif isinstance(item, tuple) and len(item) == 2:
-                timestamp, image = float(item[0]), item[1]
-            elif self.frame_rate is None:
-                timestamp, image = time.monotonic() - wall_start, item
-            else:
-                timestamp, image = index / self.frame_rate, item
-            if sampler.accept(timestamp):
+            raw, image = self._split(index, item, wall_start)
+            timestamp = clock(raw)
+            if not math.isfinite(timestamp):
+                yield VideoFrame(math.nan, image)  # unplaceable: the session counts it as a bad frame
+            elif sampler.accept(timestamp):
                 yield VideoFrame(timestamp, _as_rgb_array(image))
 
+    def _split(self, index: int, item, wall_start: float) -> tuple:
+        """`(raw timestamp, image)` of one item of the iterable."""
+        if isinstance(item, VideoFrame):
+            return item.timestamp, item.image
+        if isinstance(item, tuple) and len(item) == 2:
+            return item
+        if self.frame_rate is None:
+            return time.monotonic() - wall_start, item
+        return index / self.frame_rate, item
+
     def close(self) -> None:
-        if hasattr(self._iterator, "close"):
-            self._iterator.close()
+        # the frames were all read by now: a failing close() of the caller's iterator loses nothing
+        try:
+            if hasattr(self._iterator, "close"):
+                self._iterator.close()
+        except Exception as error:
+            logger.warning("closing the frame iterator %s failed: %s", self.name, error)
 
 
 def open_source(
@@ -267,13 +352,69 @@ def open_source(
     )
 
 
-def _as_rgb_array(image) -> np.ndarray:
-    """PIL images become `[H, W, 3]` arrays; anything else is passed on as it is (checked at preprocessing)."""
+def frame_image(image) -> np.ndarray:
+    """The `[H, W, 3]` uint8 RGB array of a frame (a PIL image, an array or a tensor); raises `ValueError` or
+    `TypeError` naming what is wrong, e.g. NaN or infinite values, which must never reach the model."""
+    array = _as_rgb_array(image, strict=True)
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"a frame must be a PIL image or an [H, W, 3] uint8 array, got {type(image).__name__}")
+    if array.ndim != 3 or array.shape[-1] != 3 or array.shape[0] < 1 or array.shape[1] < 1:
+        raise ValueError(f"a frame must be an [H, W, 3] array, got shape {tuple(array.shape)}")
+    if array.dtype.kind in "fc" and not np.isfinite(array).all():
+        raise ValueError(f"a frame has NaN or infinite values ({array.dtype})")
+    if array.dtype != np.uint8:
+        raise ValueError(f"a frame must be uint8 RGB, got dtype {array.dtype}")
+    return array
+
+
+def downscale_frame(image: np.ndarray, max_side: int) -> np.ndarray:
+    """`[H, W, 3]` uint8 -> `[h, w, 3]` uint8 with `min(h, w) <= max_side` and `max(h, w) <= MAX_ASPECT_RATIO *
+    max_side`, aspect ratio kept (bicubic, as CLIP resizes); a smaller frame is returned as a copy, so a source
+    that reuses its buffer cannot change a queued frame. Bytes per frame: at most `3 * MAX_ASPECT_RATIO *
+    max_side**2`."""
+    height, width = image.shape[:2]
+    scale = min(max_side / min(height, width), MAX_ASPECT_RATIO * max_side / max(height, width))
+    if scale >= 1:
+        return np.array(image, order="C")
+    from PIL import Image
+
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    # reducing_gap: a box reduction first, then bicubic; a 4000x3000 frame takes milliseconds, not a second
+    resized = Image.fromarray(np.ascontiguousarray(image)).resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    return np.asarray(resized)
+
+
+def _as_seconds(raw) -> float | None:
+    """`raw` as finite seconds, or None (NaN, inf, None, strings and other non-numbers)."""
+    if isinstance(raw, (str, bytes)):
+        return None
+    try:
+        seconds = float(raw)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return seconds if math.isfinite(seconds) else None
+
+
+def _as_rgb_array(image, strict: bool = False):
+    """PIL images become `[H, W, 3]` arrays and tensors arrays; anything else is passed on as it is. A PIL image
+    that cannot be converted (a truncated file) is passed on too, unless `strict`: `frame_image` rejects it."""
     if hasattr(image, "getbands"):  # PIL.Image.Image without importing PIL
-        return np.asarray(image.convert("RGB"))
+        try:
+            return _pil_to_rgb(image)
+        except Exception:
+            if strict:
+                raise
+            return image
     if hasattr(image, "numpy") and hasattr(image, "detach"):  # torch tensor
         return image.detach().cpu().numpy()
     return image
+
+
+def _pil_to_rgb(image) -> np.ndarray:
+    # a float image: RGB conversion would turn NaN/inf into ordinary pixels, so check it first
+    if getattr(image, "mode", None) == "F" and not np.isfinite(np.asarray(image)).all():
+        raise ValueError(f"a frame has NaN or infinite values (PIL mode {image.mode})")
+    return np.asarray(image.convert("RGB"))
 
 
 def _paced(frames: Iterator[VideoFrame], speed: float | None, stop: threading.Event) -> Iterator[VideoFrame]:
@@ -293,4 +434,14 @@ def _paced(frames: Iterator[VideoFrame], speed: float | None, stop: threading.Ev
         yield frame
 
 
-__all__ = ["FileSource", "FrameSource", "IteratorSource", "LiveSource", "open_source"]
+__all__ = [
+    "FileSource",
+    "FrameSource",
+    "IteratorSource",
+    "LiveSource",
+    "StreamClock",
+    "StreamInterruptedError",
+    "downscale_frame",
+    "frame_image",
+    "open_source",
+]
