@@ -65,6 +65,20 @@ def test_all_frames_when_fps_is_none(constant_rate):
     assert len(read_video_frames(constant_rate, fps=None)) == 30
 
 
+def test_timeline_counts_from_the_first_frame_and_never_runs_backwards():
+    timeline = video_io._Timeline(interval=0.1)
+    # a second recording restarting at 0 continues one frame interval after the first one's last frame
+    times = [timeline.place(raw, None) for raw in [5.0, 5.1, 5.2, 0.0, 0.1, None]]
+    assert times == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+    assert timeline.segments == 2 and timeline.end == pytest.approx(0.6)
+    raw_stream = video_io._Timeline(interval=None, fps=4)  # no timestamps: index / fps, whatever pts say
+    assert [raw_stream.place(raw, None) for raw in [None, 9.0, None]] == [0.0, 0.25, 0.5]
+
+
+def test_frames_read_from_a_file_carry_its_timestamps(constant_rate):
+    assert {f.time_source for f in read_video_frames(constant_rate, fps=2)} == {"timestamps"}
+
+
 def test_sampler_never_repeats_a_frame_of_a_slow_source():
     sampler = TimestampSampler(fps=1.0)
     accepted = [t for t in [0.0, 2.0, 4.0, 4.5, 6.0] if sampler.accept(t)]

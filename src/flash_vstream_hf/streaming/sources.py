@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 from transformers.utils import logging
 
-from ..processing.video_io import TimestampSampler, VideoFrame, iter_video_frames, resolve_backend
+from ..processing.video_io import TimestampSampler, TruncatedVideoError, VideoFrame, iter_video_frames, resolve_backend
 
 logger = logging.get_logger(__name__)
 
@@ -148,11 +148,17 @@ class FileSource(FrameSource):
     """
 
     def __init__(
-        self, path: str | os.PathLike, fps: float | None = 1.0, backend: str | None = None, speed: float | None = None
+        self,
+        path: str | os.PathLike,
+        fps: float | None = 1.0,
+        backend: str | None = None,
+        speed: float | None = None,
+        assume_fps: float | None = None,
     ):
         super().__init__(fps, speed)
         self.path = os.fspath(path)
         self.backend = backend
+        self.assume_fps = assume_fps  # the real frame rate of a raw stream without timestamps (see iter_video_frames)
         self._iterator: Iterator[VideoFrame] | None = None
         self._first: VideoFrame | None = None
 
@@ -161,13 +167,16 @@ class FileSource(FrameSource):
 
     def _open(self) -> None:
         self.backend = resolve_backend(self.backend)
-        self._iterator = iter_video_frames(self.path, fps=self.fps, backend=self.backend)
+        self._iterator = iter_video_frames(self.path, fps=self.fps, backend=self.backend, assume_fps=self.assume_fps)
         self._first = next(self._iterator)  # iter_video_frames raises ValueError for a file with no frame
 
     def _frames(self, stop: threading.Event) -> Iterator[VideoFrame]:
         first, self._first = self._first, None
         yield first
-        yield from self._iterator
+        try:
+            yield from self._iterator
+        except TruncatedVideoError as error:  # every decodable frame was delivered: the loss must still show
+            raise StreamInterruptedError(str(error), stream_time=error.stopped_at) from error
 
     def close(self) -> None:
         if self._iterator is not None:
