@@ -308,6 +308,59 @@ def test_wrong_shape_is_an_error_and_leaves_no_partial_shard(original, checkpoin
     assert not list((tmp_path / "out").glob("*.partial"))
 
 
+@pytest.mark.parametrize("extra_rows", [-1, 1], ids=["one row short", "one row long"])
+def test_an_lm_head_that_does_not_match_the_vocabulary_is_an_error(original, checkpoint, tmp_path, extra_rows):
+    """It used to be padded with mean rows to the grown vocabulary, so a checkpoint one row short converted."""
+    state = original.state_dict()
+    head = state["lm_head.weight"]
+    state["lm_head.weight"] = torch.cat([head, head[:1]]) if extra_rows > 0 else head[:-1].clone()
+    rows = SP_VOCAB_SIZE + extra_rows
+    expected = rf"lm_head\.weight has shape \({rows}, 64\) but model\.embed_tokens\.weight has \({SP_VOCAB_SIZE}, 64\)"
+    with pytest.raises(ValueError, match=expected):
+        convert_state(tmp_path, checkpoint, original, state)
+    assert not (tmp_path / "out").exists()  # checked before anything is written
+
+
+# Converts with a kill -9 at `point`: right after the first output shard is written, or once the weights and
+# config are in place but not the processor (the moment a half-written folder would load as a model).
+KILLED_CONVERT = """
+import os, signal, sys
+from flash_vstream_hf.conversion import convert, writer
+
+source, output, clip, point = sys.argv[1:5]
+def kill(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+if point == "shard":
+    flush = writer.ShardedSafetensorsWriter._flush
+    writer.ShardedSafetensorsWriter._flush = lambda self: (flush(self), kill())
+else:
+    convert.save_processor = kill
+convert.convert_checkpoint(source, output, vision_tower=clip, dtype="float32", max_shard_size="200KB")
+"""
+
+
+@pytest.mark.parametrize("point, output_exists", [("shard", False), ("processor", True)])
+def test_a_killed_convert_leaves_no_output_that_loads(checkpoint, tmp_path, point, output_exists):
+    root, _ = checkpoint
+    out = tmp_path / "out"
+    if output_exists:
+        out.mkdir()  # an empty folder given as --output stays empty
+    command = [sys.executable, "-c", KILLED_CONVERT, str(root / "original"), str(out), str(root / "clip"), point]
+    killed = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert (out.is_dir() and not any(out.iterdir())) if output_exists else not out.exists()
+    with pytest.raises(OSError):
+        FlashVStreamForConditionalGeneration.from_pretrained(out)
+    # what is left is a hidden staging folder next to it, which the next conversion points out
+    leftovers = list(tmp_path.glob(".out.converting-*"))
+    assert len(leftovers) == 1 and not list(tmp_path.glob("*.partial"))
+    report = convert_checkpoint(str(root / "original"), out, vision_tower=str(root / "clip"), dtype="float32")
+    assert any(str(leftovers[0]) in note for note in report.notes), report.notes
+    assert FlashVStreamForConditionalGeneration.from_pretrained(out).config.video_token_id == SP_VOCAB_SIZE
+    # not deleted for the user: another conversion into the same folder may still be writing it
+    assert list(tmp_path.glob(".out.converting-*")) == leftovers
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [

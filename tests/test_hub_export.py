@@ -23,7 +23,7 @@ from transformers import pipeline
 from flash_vstream_hf import FlashVStreamForConditionalGeneration, FlashVStreamProcessor
 from flash_vstream_hf.cli import main
 from flash_vstream_hf.conversion import convert_checkpoint, export_hub, push_to_hub
-from flash_vstream_hf.conversion.handler import _parse_question
+from flash_vstream_hf.conversion.handler import PayloadError, Question, parse_question
 from flash_vstream_hf.modeling.transformers_compat import ALLOW_ANY_VERSION_ENV, SUPPORTED_TRANSFORMERS
 from flash_vstream_hf.tiny import synthetic_frame, write_synthetic_video
 
@@ -66,6 +66,11 @@ REMOTE_SCRIPT = textwrap.dedent(
     handler = EndpointHandler(folder)
     requests = json.load(open(request_path))
     answers = [handler(request) for request in requests]
+    try:  # the bundle's own request schema, without the package
+        handler({"inputs": {"frames": [], "questions": ["What happens?"]}})
+        refused = None
+    except ValueError as error:
+        refused = [type(error).__name__, getattr(error, "field", None), str(error)]
 
     # the card's pipeline_tag, as the Hub's widget and `pipeline(task, model=repo)` use it
     video_chat = [{"role": "user", "content": [{"type": "video", "path": video_path},
@@ -79,6 +84,7 @@ REMOTE_SCRIPT = textwrap.dedent(
         "input_ids": inputs["input_ids"][0].tolist(),
         "logits": logits.tolist(),
         "answers": answers,
+        "refused": refused,
         "pipeline": generated[0]["generated_text"],
     }))
     """
@@ -306,10 +312,19 @@ def test_handler_answers_each_question_from_the_frames_up_to_its_time(remote, lo
 
 
 def test_handler_rejects_malformed_questions():
-    assert _parse_question("Why?") == {"question": "Why?", "time": float("inf")}
-    assert _parse_question({"question": "Why?", "time": "2.5"}) == {"question": "Why?", "time": 2.5}
-    with pytest.raises(ValueError, match="a question must be a string"):
-        _parse_question({"text": "Why?"})
+    assert parse_question("Why?") == Question("Why?", float("inf"))
+    assert parse_question({"question": "Why?", "time": 2.5}) == Question("Why?", 2.5)
+    assert parse_question({"question": "Why?", "time": None}) == Question("Why?", float("inf"))
+    with pytest.raises(PayloadError, match=r"^q\.time: must be a finite number >= 0 \(seconds\), got '2\.5'$"):
+        parse_question({"question": "Why?", "time": "2.5"}, "q")  # a number, not a string holding one
+    with pytest.raises(ValueError, match=r"^q: must be a string or \{'question': str, 'time': seconds\}"):
+        parse_question(42, "q")
+
+
+def test_exported_handler_refuses_a_malformed_request_without_the_package(remote):
+    name, field, message = remote["refused"]
+    assert (name, field) == ("PayloadError", "inputs.frames")
+    assert message == "inputs.frames: must hold at least one frame"
 
 
 def test_export_hub_rejects_a_folder_that_is_not_a_converted_model(tmp_path):

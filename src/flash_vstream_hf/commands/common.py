@@ -1,15 +1,31 @@
 """What the `chat` and `ask` commands share: the source options and model loading (`--model`, `--device`,
-`--dtype`, `--load-in-4bit`)."""
+`--dtype`, `--load-in-4bit`).
+
+A `--model` that cannot be loaded (no such folder, a damaged `config.json` or weight file, a Hub id that cannot be
+fetched) ends the command with one line on stderr naming the path and what is wrong, and exit status 1.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import tempfile
+from pathlib import Path
 
 TINY = "tiny"
+MODEL_TYPE = "flash_vstream"
+SAFETENSORS_SINGLE = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+OTHER_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")  # transformers reads them; not checked here
+LOAD_FAILED = 1  # exit status when --model cannot be loaded
 TINY_NOTE = "model: TINY MODEL WITH RANDOM WEIGHTS built on the spot (no download); its answers are gibberish by design"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+class ModelLoadError(Exception):
+    """`--model` cannot be loaded; the message is the one line the command prints."""
 
 
 def add_source_arguments(parser: argparse.ArgumentParser, default_speed: float | None) -> None:
@@ -62,20 +78,124 @@ def load_model(args: argparse.Namespace):
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_compute_dtype=torch.bfloat16 if dtype == "auto" else dtype,
-            bnb_4bit_use_double_quant=True,  # also avoids bitsandbytes' CPU absmax bug (hf_conventions §A.4)
+            bnb_4bit_use_double_quant=True,  # also avoids bitsandbytes' CPU absmax bug (docs/transformers_notes.md)
         )
     if args.model == TINY:
         print(TINY_NOTE, file=sys.stderr)
         return _load_tiny(device, dtype, quantization)
+    try:
+        return _load_pretrained(args.model, device, dtype, quantization)
+    except ModelLoadError as error:
+        print(f"flash-vstream {getattr(args, 'command', None) or 'error'}: error: {error}", file=sys.stderr)
+        raise SystemExit(LOAD_FAILED) from None
 
+
+def _load_pretrained(model: str, device: str, dtype, quantization):
+    """`(model, processor)` from a converted folder or Hub id; a `ModelLoadError` says what is wrong."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     import flash_vstream_hf  # noqa: F401  (registers the Auto classes)
 
-    model = AutoModelForImageTextToText.from_pretrained(
-        args.model, dtype=dtype, device_map=device, quantization_config=quantization
-    )
-    return model.eval(), AutoProcessor.from_pretrained(args.model)
+    folder = Path(model).expanduser()
+    if folder.exists() or not _is_hub_id(model):
+        check_model_folder(folder)
+    try:
+        loaded = AutoModelForImageTextToText.from_pretrained(
+            model, dtype=dtype, device_map=device, quantization_config=quantization
+        )
+        return loaded.eval(), AutoProcessor.from_pretrained(model)
+    except (OSError, ValueError, KeyError, RuntimeError, ImportError, SafetensorError) as error:
+        # what the checks above cannot see: a Hub id that cannot be fetched, a weight of the wrong shape, ...
+        where = "" if folder.exists() else " (no such folder; tried as a Hub repo id)"
+        raise ModelLoadError(f"could not load --model {model}{where}: {_one_line(error)}") from error
+
+
+def check_model_folder(folder: str | os.PathLike) -> None:
+    """Raise a `ModelLoadError` naming the path when `folder` is not a loadable converted checkpoint: missing,
+    not a folder, no or a damaged `config.json`, another model type, missing or damaged safetensors weights, or
+    a JSON file that does not parse. Reads headers only, not the weights."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise ModelLoadError(f"--model {folder}: no such folder (and not a Hub repo id, owner/name)")
+    if not folder.is_dir():
+        raise ModelLoadError(f"--model {folder}: not a folder; give the folder `flash-vstream convert` wrote")
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(f"{folder} has no config.json: not a converted Flash-VStream checkpoint folder")
+    for path in sorted(folder.glob("*.json")):
+        _read_json(path)
+    model_type = _read_json(folder / "config.json").get("model_type")
+    if model_type != MODEL_TYPE:
+        raise ModelLoadError(
+            f"{folder / 'config.json'} is a {model_type!r} config, not {MODEL_TYPE!r}; an original Flash-VStream "
+            "checkpoint (model_type 'vstream') must be converted first: flash-vstream convert --input ... --output ..."
+        )
+    for path in _weight_files(folder):
+        _check_safetensors(path)
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    """The safetensors files `from_pretrained` will read; an error when they are missing."""
+    index = folder / SAFETENSORS_INDEX
+    if index.is_file():
+        weight_map = _read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(name, str) for name in weight_map.values()):
+            raise ModelLoadError(f"{index} has no weight_map of tensor names to shard files")
+        shards = [folder / name for name in dict.fromkeys(weight_map.values())]
+        missing = [str(path) for path in shards if not path.is_file()]
+        if missing:
+            raise ModelLoadError(f"{index} lists shards that are missing: {', '.join(missing)}")
+        return shards
+    if (folder / SAFETENSORS_SINGLE).is_file():
+        return [folder / SAFETENSORS_SINGLE]
+    if any((folder / name).is_file() for name in OTHER_WEIGHTS):
+        return []
+    raise ModelLoadError(f"{folder} has no model weights ({SAFETENSORS_SINGLE}, or shards and {SAFETENSORS_INDEX})")
+
+
+def _check_safetensors(path: Path) -> None:
+    """Open the header (memory-mapped, no tensor read): safetensors checks it covers the whole file."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="pt"):
+            pass
+    except (SafetensorError, OSError) as error:
+        raise ModelLoadError(
+            f"{path} is truncated or damaged ({path.stat().st_size:,} bytes; {_one_line(error)}); "
+            "convert or download it again"
+        ) from error
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise ModelLoadError(f"{path} cannot be read: {_one_line(error)}") from error
+    except json.JSONDecodeError as error:
+        raise ModelLoadError(f"{path} is not valid JSON ({error}); the file is damaged or truncated") from error
+    if not isinstance(values, dict):
+        raise ModelLoadError(f"{path} is not a JSON object (got {type(values).__name__})")
+    return values
+
+
+def _is_hub_id(model: str) -> bool:
+    """Whether `model` can name a Hub repo (`name` or `owner/name`), and does not read as a path."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if model.startswith((".", "~", os.sep)) or model.count("/") > 1:
+        return False
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _one_line(error: BaseException) -> str:
+    """`Type: message` on one line (transformers' messages often run over several)."""
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _load_tiny(device: str, dtype, quantization):

@@ -6,13 +6,22 @@ Weights stream through one input shard at a time into output shards, so peak mem
 input shard (plus one output shard when the dtype changes). The output folder holds the config
 (`retrieval_mode="original"`), sharded safetensors, the processor (tokenizer with `<video>`, CLIP preprocessing,
 vicuna_v1 chat template) and the generation config.
+
+Everything is written into a hidden staging folder next to the output (`.NAME.converting-PID-XXXXXX`), renamed
+to the output once complete, so an interrupted conversion never leaves an output folder that loads as if it were
+complete. A conversion that fails removes its staging folder; one that is killed leaves it behind, and the next
+conversion into the same output names it in a note (it is not deleted then: another conversion may own it).
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import math
+import os
+import secrets
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +40,8 @@ DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.f
           "float32": torch.float32, "fp32": torch.float32}  # fmt: skip
 EMBEDDINGS = ("model.language_model.embed_tokens.weight", "lm_head.weight")
 ORIGINAL_EMBEDDINGS = "model.embed_tokens.weight"
+ORIGINAL_LM_HEAD = "lm_head.weight"
+STAGING_INFIX = ".converting-"
 ORIGINAL_ATTENTION_QUERY = "model.attention_model.q_proj.weight"
 VOCAB_MULTIPLE = 64  # tensor-core friendly; also what bitsandbytes' CPU kernels need
 # Sampling settings of the original generation_config.json that only apply with do_sample=True (see below).
@@ -90,6 +101,8 @@ def grow_rows(weight: torch.Tensor, rows: int) -> torch.Tensor:
     generation.
     """
     extra = rows - weight.shape[0]
+    if extra < 0:
+        raise ValueError(f"cannot grow {weight.shape[0]} rows to {rows}")
     mean = weight.float().mean(0, keepdim=True).to(weight.dtype)
     return torch.cat([weight, mean.expand(extra, -1)])
 
@@ -137,13 +150,14 @@ def convert_checkpoint(
     plan = plan_keys(keys, vision_tower_from_checkpoint)
 
     # Sizes the config needs that only the weights know.
-    shape_keys = [ORIGINAL_EMBEDDINGS, ORIGINAL_ATTENTION_QUERY]
+    shape_keys = [ORIGINAL_EMBEDDINGS, ORIGINAL_LM_HEAD, ORIGINAL_ATTENTION_QUERY]
     if vision_tower_from_checkpoint:
         shape_keys += vision_shape_keys(keys)
     shapes = checkpoint.shapes([k for k in shape_keys if k in keys])
     for key in (ORIGINAL_EMBEDDINGS, ORIGINAL_ATTENTION_QUERY):
         if key not in shapes:
             raise ValueError(f"the checkpoint has no {key}")
+    check_embedding_shapes(shapes)
 
     vision_config, external_vision, vision_source = _vision_tower(
         original, keys, shapes, vision_tower, vision_tower_from_checkpoint
@@ -171,21 +185,65 @@ def convert_checkpoint(
 
     report = ConversionReport(output, vision_source, dtype, original_vocab, vocab_size, video_token_id)
     report.dropped = plan.dropped_by_reason()
-    output.mkdir(parents=True, exist_ok=True)
+    report.notes += leftover_notes(output)
+    staging = make_staging_folder(output)
     try:
         report.shards, report.bytes_written = _write_weights(
-            checkpoint, plan, external_vision, expected, dtype, vocab_size, output, max_shard_size
+            checkpoint, plan, external_vision, expected, dtype, vocab_size, staging, max_shard_size
         )
+        report.tensors_written = len(expected)
+        config.save_pretrained(staging)
+        report.notes += save_generation_config(checkpoint.folder, config, staging)
+        save_processor(config, tokenizer, staging)
+        publish(staging, output)
     except BaseException:
-        for partial in output.glob("*.partial"):
-            partial.unlink()
+        shutil.rmtree(staging, ignore_errors=True)
         raise
-    report.tensors_written = len(expected)
-
-    config.save_pretrained(output)
-    report.notes += save_generation_config(checkpoint.folder, config, output)
-    save_processor(config, tokenizer, output)
     return report
+
+
+def check_embedding_shapes(shapes: dict[str, tuple[int, ...]]) -> None:
+    """`lm_head.weight` must have the shape of `embed_tokens.weight`, one row per token of the vocabulary
+    (both are grown by the same mean rows, so a head one row short would otherwise pass unnoticed)."""
+    embeddings = shapes[ORIGINAL_EMBEDDINGS]
+    if len(embeddings) != 2:
+        raise ValueError(f"{ORIGINAL_EMBEDDINGS} has shape {embeddings}, expected [vocabulary, hidden size]")
+    head = shapes.get(ORIGINAL_LM_HEAD)
+    if head is not None and head != embeddings:
+        raise ValueError(
+            f"{ORIGINAL_LM_HEAD} has shape {head} but {ORIGINAL_EMBEDDINGS} has {embeddings}: the output layer "
+            f"needs one row of the hidden size per token of the {embeddings[0]}-token vocabulary"
+        )
+
+
+def make_staging_folder(output: Path) -> Path:
+    """A new hidden folder next to `output` to write the conversion into (normal permissions, unlike mkdtemp)."""
+    output = Path(os.path.abspath(output))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = output.parent / f".{output.name}{STAGING_INFIX}{os.getpid()}-{secrets.token_hex(3)}"
+    staging.mkdir()
+    return staging
+
+
+def publish(staging: Path, output: Path) -> None:
+    """Rename the complete `staging` folder to `output` (in one step: same parent, same file system)."""
+    output = Path(os.path.abspath(output))
+    if output.is_dir():
+        try:
+            output.rmdir()  # empty when the conversion started; rename cannot replace a folder on every OS
+        except OSError as error:
+            raise FileExistsError(f"--output {output} is no longer empty; the conversion is not written") from error
+    os.replace(staging, output)
+
+
+def leftover_notes(output: Path) -> list[str]:
+    """Notes naming the staging folders of earlier conversions into `output` that were interrupted."""
+    output = Path(os.path.abspath(output))
+    leftovers = sorted(output.parent.glob(f".{glob.escape(output.name)}{STAGING_INFIX}*"))
+    return [
+        f"{path} is left over from an interrupted conversion (or one still running): delete it when it is not"
+        for path in leftovers
+    ]
 
 
 def _vision_tower(
@@ -285,7 +343,8 @@ def save_generation_config(source: Path, config, output: Path) -> list[str]:
 
 
 def save_processor(config, tokenizer, output: Path) -> None:
-    """Tokenizer, CLIP preprocessing (spec §5.3) and chat template, as one `FlashVStreamProcessor`."""
+    """Tokenizer, CLIP preprocessing (docs/original_model.md, "CLIP preprocessing") and chat template, as one
+    `FlashVStreamProcessor`."""
     from transformers import CLIPImageProcessorPil
     from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
 

@@ -1,10 +1,11 @@
 """How the original Flash-VStream layout maps onto this project's: state-dict keys and config fields.
 
-Keys (spec §4.1, §4.4). Every original key matches exactly one rule: it is renamed, or dropped for a stated
-reason; a key no rule knows is an error, so nothing is lost or invented silently.
+Keys (docs/original_model.md, "Checkpoint keys"). Every original key matches exactly one rule: it is renamed, or
+dropped for a stated reason; a key no rule knows is an error, so nothing is lost or invented silently.
 
-Config (spec §3). The original reads its memory fields with `getattr(config, name, default)`; the same
-defaults are used here, so a config.json that omits a field converts to what the original would have run.
+Config (docs/original_model.md, "Config fields"). The original reads its memory fields with
+`getattr(config, name, default)`; the same defaults are used here, so a config.json that omits a field converts
+to what the original would have run.
 Settings this port does not implement raise a `ValueError` naming the field.
 """
 
@@ -19,8 +20,8 @@ from ..modeling import FlashVStreamConfig
 
 VISION_PREFIX = "model.vision_tower.vision_tower.vision_model."
 
-# The original's key length for retrieval is hard-coded (`key_length = 3`, spec §2.4), as are the k-means
-# iterations and tolerance (spec §2.3); they are not config fields there.
+# The original's key length for retrieval is hard-coded (`key_length = 3`), as are the k-means iterations and
+# tolerance (docs/original_model.md, "Retrieval", "Temporal memory"); they are not config fields there.
 RETRIEVED_LENGTH = 3
 KMEANS_MAX_ITER = 10
 KMEANS_TOL = 1e-4
@@ -54,12 +55,13 @@ DROP_DEAD_ATTENTION = KeyRule(
     r"^model\.attention_model\.(v_proj|out_proj|out_ln)\.",
     None,
     "unused by the original at inference: the abstract-memory update reads only q_proj/k_proj "
-    "(NeuralTuringMachine.forward is never called; spec §2.5, B7)",
+    "(NeuralTuringMachine.forward is never called; bug B7 in docs/original_model.md)",
 )
 DROP_EMBEDDED_CLIP = KeyRule(
     r"^model\.vision_tower\.vision_tower\.",
     None,
-    "embedded CLIP copy; the original loader ignores it too and loads CLIP from mm_vision_tower (spec §4.2), "
+    "embedded CLIP copy; the original loader ignores it too and loads CLIP from mm_vision_tower "
+    "(docs/original_model.md, 'Checkpoint keys'), "
     "here from --vision-tower",
 )
 RENAMES = (
@@ -159,7 +161,8 @@ def build_config(
     video_token_id: int,
     dtype: torch.dtype,
 ) -> FlashVStreamConfig:
-    """The `FlashVStreamConfig` of a converted checkpoint (`retrieval_mode="original"`, spec B1).
+    """The `FlashVStreamConfig` of a converted checkpoint (`retrieval_mode="original"`, bug B1 in
+    docs/original_model.md).
 
     Args:
         original: the original config.json.

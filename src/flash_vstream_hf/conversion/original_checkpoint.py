@@ -2,23 +2,30 @@
 
 The folder holds `config.json` (Llama fields plus the `mm_*`, `compress_*` and `video_*` fields), the weights as
 `pytorch_model*.bin` and/or `model*.safetensors` files (one file, or shards with their index), the LLaMA
-tokenizer files and usually `generation_config.json` (spec §3, §4.1).
+tokenizer files and usually `generation_config.json` (docs/original_model.md, "Config fields", "Checkpoint keys").
 
 Weights are read one shard at a time: safetensors tensor by tensor, `.bin` shards with
 `torch.load(weights_only=True, mmap=True)`, so the resident set stays near one shard whatever the model size.
+A `.bin` is only ever unpickled with `weights_only=True`: one holding anything but tensors and plain containers
+is refused, and its code never runs.
+
+A file that cannot be read (malformed JSON, a truncated or damaged weight file, a pickle that is not a plain
+state dict) raises a `CheckpointError` (a `ValueError`) naming the file and what is wrong.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pickle
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 SAFETENSORS_SINGLE = "model.safetensors"
@@ -28,6 +35,10 @@ BIN_SINGLE = "pytorch_model.bin"
 # What a Hub download needs besides the weights.
 _SIDE_FILES = ["*.json", "tokenizer.model"]
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read; the message names the file and what is wrong."""
 
 
 @dataclass
@@ -53,7 +64,7 @@ class OriginalCheckpoint:
         config_path = folder / "config.json"
         if not config_path.is_file():
             raise FileNotFoundError(f"{folder} has no config.json; is it a Flash-VStream checkpoint folder?")
-        config = json.loads(config_path.read_text())
+        config = read_json(config_path)
         weight_files, weight_map = find_weight_files(folder)
         return cls(folder, config, weight_files, weight_map)
 
@@ -90,7 +101,7 @@ def find_weight_files(folder: Path) -> tuple[list[Path], dict[str, str] | None]:
     no pickle)."""
     for index_name, single_name in ((SAFETENSORS_INDEX, SAFETENSORS_SINGLE), (BIN_INDEX, BIN_SINGLE)):
         if (folder / index_name).is_file():
-            weight_map = json.loads((folder / index_name).read_text())["weight_map"]
+            weight_map = read_weight_map(folder / index_name)
             names = list(dict.fromkeys(weight_map.values()))  # file order of first appearance
             missing = [n for n in names if not (folder / n).is_file()]
             if missing:
@@ -109,26 +120,82 @@ def find_weight_files(folder: Path) -> tuple[list[Path], dict[str, str] | None]:
     )
 
 
-def load_bin(path: Path) -> dict[str, torch.Tensor]:
-    """A `.bin` state dict, memory-mapped when the file is in the zip format (every torch >= 1.6 save)."""
+def read_json(path: Path) -> dict:
+    """A JSON object from `path`; a `CheckpointError` naming the file when it is not one."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as error:
-        if "mmap" not in str(error):
-            raise
-        return torch.load(path, map_location="cpu", weights_only=True)  # legacy (pre-zip) format
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise CheckpointError(f"{path} is not a UTF-8 text file ({error})") from error
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path} is not valid JSON ({error}); the file is damaged or truncated") from error
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{path} is not a JSON object (got {type(values).__name__})")
+    return values
+
+
+def read_weight_map(path: Path) -> dict[str, str]:
+    """The `weight_map` (tensor name -> shard file name) of a `*.index.json`."""
+    weight_map = read_json(path).get("weight_map")
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(key, str) and isinstance(name, str) for key, name in weight_map.items()
+    ):
+        raise CheckpointError(f"{path} has no weight_map of tensor names to shard file names")
+    return weight_map
+
+
+def load_bin(path: Path) -> dict[str, torch.Tensor]:
+    """A `.bin` state dict, memory-mapped when the file is in the zip format (every torch >= 1.6 save).
+
+    Only ever `weights_only=True`: a pickle of anything but tensors and plain containers is refused unrun.
+    """
+    try:
+        try:
+            state_dict = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error):
+                raise
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)  # legacy (pre-zip) format
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"{path} holds more than tensors, so it is not loaded: torch.load(weights_only=True) refused it "
+            f"({_refusal_reason(error)}); its pickled code was not run"
+        ) from error
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path} is truncated or damaged ({first})") from error
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors (got {type(state_dict).__name__})")
+    return state_dict
+
+
+def _refusal_reason(error: Exception) -> str:
+    """The `Unsupported global: ...` sentence of torch's long weights_only message (else its first line)."""
+    text = str(error)
+    if "Unsupported" not in text:
+        return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return text[text.index("Unsupported") :].splitlines()[0].split(". ")[0].strip()
+
+
+@contextlib.contextmanager
+def open_safetensors(path: Path):
+    """`safe_open(path)`, a `CheckpointError` naming the file when it is truncated or not safetensors."""
+    try:
+        with safe_open(path, framework="pt") as handle:
+            yield handle
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(
+            f"{path} is truncated or damaged ({path.stat().st_size:,} bytes; {type(error).__name__}: {error})"
+        ) from error
 
 
 def iter_tensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
     """`(key, tensor)` pairs of one weight file; safetensors are read tensor by tensor."""
     if path.suffix == ".safetensors":
-        with safe_open(path, framework="pt") as handle:
+        with open_safetensors(path) as handle:
             for key in handle.keys():
                 yield key, handle.get_tensor(key)
         return
     state_dict = load_bin(path)
-    if not isinstance(state_dict, dict):
-        raise TypeError(f"{path} does not hold a state dict (got {type(state_dict).__name__})")
     while state_dict:  # pop so each tensor can be freed once the caller is done with it
         key = next(iter(state_dict))
         yield key, state_dict.pop(key)
@@ -136,7 +203,7 @@ def iter_tensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
 
 def _read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     if path.suffix == ".safetensors":
-        with safe_open(path, framework="pt") as handle:
+        with open_safetensors(path) as handle:
             return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
     return {key: tuple(tensor.shape) for key, tensor in load_bin(path).items()}
 
