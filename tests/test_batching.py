@@ -118,7 +118,7 @@ def test_pipeline_batch_of_two_videos_of_different_lengths_answers_as_one_at_a_t
         for path in (short, long)
     ]
     pipe = pipeline("image-text-to-text", model=model, processor=processor)
-    settings = {"max_new_tokens": NEW_TOKENS, "return_full_text": False, "generate_kwargs": {"do_sample": False}}
+    settings = {"return_full_text": False, "generate_kwargs": {"do_sample": False, "max_new_tokens": NEW_TOKENS}}
     together = pipe(chats, batch_size=2, **settings)
     alone = [pipe(chat, **settings) for chat in chats]
     assert [out[0]["generated_text"] for out in together] == [out[0]["generated_text"] for out in alone]

@@ -7,9 +7,11 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import DynamicCache, Trainer, TrainingArguments
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from flash_vstream_hf import FlashVStreamForConditionalGeneration
+from flash_vstream_hf.modeling import transformers_compat as compat
 from flash_vstream_hf.tiny import tiny_model
 
 from .helpers import assert_same_memory, prompt_inputs
@@ -137,3 +139,51 @@ def test_forward_exports_with_the_memory_as_an_input(model, processor, frames):
             expected = model(**inputs, video_memory=video_memory, use_cache=False).logits
         got = exported.module()(**inputs, video_memory=video_memory, use_cache=False)
         torch.testing.assert_close(got.logits, expected, rtol=1e-4, atol=1e-5)
+
+
+# -- found by running transformers' own ModelTesterMixin / GenerationTesterMixin against this model ----------------
+
+
+def test_get_video_features_honours_return_dict_and_output_flags(frames):
+    model = tiny_model()
+    model.set_attn_implementation("eager")  # sdpa returns no attention weights
+    pixels = frames(3, batch=2)
+    as_tuple = model.get_video_features(pixels, return_dict=False)
+    assert isinstance(as_tuple, tuple)
+    torch.testing.assert_close(as_tuple[1], model.get_video_features(pixels).pooler_output)
+    out = model.get_video_features(pixels, output_hidden_states=True, output_attentions=True)
+    vision = model.config.vision_config
+    assert len(out.hidden_states) == vision.num_hidden_layers + 1
+    assert out.hidden_states[0].shape[0] == 2 * 3  # the vision tower's, per frame
+    assert len(out.attentions) == vision.num_hidden_layers
+
+
+def test_weights_missing_from_a_checkpoint_get_the_sub_models_own_init(config):
+    """transformers initialises a CLIP tower inside a model it considers custom code differently from its own
+    models; missing weights must come out as CLIP's `__init__` makes them."""
+    vision = config.vision_config
+    expected = vision.hidden_size**-0.5 * (2 * vision.num_hidden_layers) ** -0.5  # CLIP's q_proj init std
+    loaded = FlashVStreamForConditionalGeneration.from_pretrained(None, config=copy.deepcopy(config), state_dict={})
+    std = loaded.model.vision_tower.encoder.layers[0].self_attn.q_proj.weight.std().item()
+    assert abs(std - expected) < 0.2 * expected, (std, expected)
+
+
+@pytest.mark.legacy_api
+@pytest.mark.skipif(not compat.CACHE_RENAMED, reason="the text KV cache has its old name before transformers 5.24")
+def test_the_old_cache_name_warns_as_transformers_models_do(model):
+    cache = DynamicCache(config=model.config.get_text_config(decoder=True))
+    with pytest.warns(FutureWarning, match="`past_key_values` is deprecated"):
+        model(input_ids=torch.tensor([[1, 5, 6]]), past_key_values=cache, use_cache=True)
+
+
+def test_generate_reads_the_memory_once_not_at_every_new_token(model, processor, frames, monkeypatch):
+    memory = model.update_memory(frames(30))
+    inputs = prompt_inputs(processor, memory.get_seq_length())
+    reads = []
+    read_memory = type(model.model).read_memory
+    monkeypatch.setattr(type(model.model), "read_memory", lambda self, m: reads.append(1) or read_memory(self, m))
+    model.generate(**inputs, video_memory=memory, max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    assert len(reads) == 1
+    reads.clear()
+    model.generate(**inputs, video_memory=memory, max_new_tokens=3, min_new_tokens=3, do_sample=False, use_cache=False)
+    assert len(reads) == 3  # without a KV cache every step re-reads the whole prompt, placeholders included

@@ -25,7 +25,7 @@ from .configuration_flash_vstream import FlashVStreamConfig
 from .memory_flash_vstream import FlashVStreamMemory, VideoMemory
 from .quantization_flash_vstream import execution_device, floating_dtype, with_default_skip_modules
 from .star_memory import StarLayout, consolidate, empty_state, pool_spatial, read_out
-from .transformers_compat import cache_kwargs, output_cache, take_cache
+from .transformers_compat import cache_kwargs, output_cache, resolve_cache
 
 
 # The output classes extend transformers' own, so the text KV cache field has the name of the installed release
@@ -104,6 +104,14 @@ class FlashVStreamPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    _can_compile_fullgraph = True
+
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        """False: this model keeps to transformers' own conventions (init through `transformers.initialization` in
+        its sub-models, parameter tying), so it is loaded as transformers' own models are. As custom code,
+        weights missing from a checkpoint would skip the CLIP tower's own initialisation."""
+        return False
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
@@ -170,14 +178,30 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
                 f"pixel_values_videos frames must be [3, {size}, {size}], got {[channels, height, width]}; "
                 "preprocess them with the model's processor"
             )
+        return self._encode_frames(pixel_values_videos)[0]
+
+    def _encode_frames(
+        self, pixel_values_videos: torch.Tensor, output_attentions: bool = False, keep_hidden_states: bool = False
+    ) -> tuple[torch.Tensor, tuple | None, tuple | None]:
+        """Pooled features `[B, T, P_spa^2, D]` of valid frames, and the vision tower's own hidden states and
+        attentions (per frame, `[B*T, g*g + 1, D]` each) when asked for."""
+        batch, frames = pixel_values_videos.shape[:2]
         dtype = floating_dtype(self.vision_tower, self.dtype)
         device = execution_device(self.vision_tower)
-        pooled = []
+        pooled, hidden_states, attentions = [], [], []
+        # chunks of frames, so a long offline video needs bounded RAM in the vision tower
         for chunk in pixel_values_videos.flatten(0, 1).split(self.vision_batch_size):
-            outputs = self.vision_tower(chunk.to(device, dtype), output_hidden_states=True)
+            outputs = self.vision_tower(
+                chunk.to(device, dtype), output_hidden_states=True, output_attentions=output_attentions
+            )
             patches = outputs.hidden_states[self.config.vision_feature_layer][:, 1:]  # [n, g*g, D]
             pooled.append(pool_spatial(patches, self.config.spatial_pool_size))
-        return torch.cat(pooled).unflatten(0, (batch, frames))
+            if keep_hidden_states:
+                hidden_states.append(outputs.hidden_states)
+            if output_attentions:
+                attentions.append(outputs.attentions)
+        features = torch.cat(pooled).unflatten(0, (batch, frames))
+        return features, _cat_layers(hidden_states), _cat_layers(attentions)
 
     @torch.no_grad()
     def update_memory(
@@ -321,11 +345,14 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
         projector = self.multi_modal_projector
         return projector(tokens.to(execution_device(projector), floating_dtype(projector, tokens.dtype)))
 
+    @can_return_tuple
     def get_video_features(
         self,
         pixel_values_videos: torch.FloatTensor | None = None,
         video_frame_mask: torch.Tensor | None = None,
         video_memory: VideoMemory | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         **kwargs,
     ) -> FlashVStreamVideoOutput:
         """The video features the language model sees, as every transformers 5 multimodal model exposes them.
@@ -336,21 +363,27 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
             video_memory: a memory to read (and to update, with frames).
         Returns:
             `FlashVStreamVideoOutput`: `pooler_output` `[B, N, D_text]` projected read-out, `last_hidden_state`
-            `[B, N, D_vision]` read-out before projection, and the `video_memory` read.
+            `[B, N, D_vision]` read-out before projection, the `video_memory` read, and with
+            `output_hidden_states` / `output_attentions` those of the vision tower for the frames given
+            (`[B*T, g*g + 1, D_vision]` per layer; padding frames included).
         """
         if isinstance(pixel_values_videos, FlashVStreamMemory):
             raise TypeError("get_video_features takes frames first; pass a memory as video_memory=")
+        hidden_states = attentions = None
         if pixel_values_videos is not None:
+            if output_hidden_states or output_attentions:
+                _, hidden_states, attentions = self._encode_frames(
+                    pixel_values_videos, bool(output_attentions), bool(output_hidden_states)
+                )
             video_memory = self.encode_videos(pixel_values_videos, video_frame_mask, video_memory)
         if video_memory is None:
             raise ValueError("get_video_features needs pixel_values_videos or a video_memory")
+        vision = {"hidden_states": hidden_states, "attentions": attentions, "video_memory": video_memory}
         if isinstance(video_memory, FlashVStreamMemory):
             tokens = self.read_memory(video_memory)
-            return FlashVStreamVideoOutput(
-                last_hidden_state=tokens, pooler_output=self._project(tokens), video_memory=video_memory
-            )
+            return FlashVStreamVideoOutput(last_hidden_state=tokens, pooler_output=self._project(tokens), **vision)
         per_sample = tuple(None if memory is None else self.project_memory(memory)[0] for memory in video_memory)
-        return FlashVStreamVideoOutput(pooler_output=per_sample, video_memory=video_memory)
+        return FlashVStreamVideoOutput(pooler_output=per_sample, **vision)
 
     def get_placeholder_mask(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
         """`[B, L]` True where the input holds the `<video>` placeholder."""
@@ -434,6 +467,7 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> tuple | FlashVStreamModelOutputWithPast:
         r"""
@@ -442,10 +476,10 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
         video_frame_mask (`torch.LongTensor` of shape `(batch, frames)`, *optional*): 0 for the padding frames of
             a batch of videos of different lengths (the processor returns it).
         video_memory (`FlashVStreamMemory`, *optional*): the memory to answer from.
-        cache (`Cache`, *optional*): the text KV cache; `past_key_values=` (its name before transformers 5.24)
-            is accepted too.
+        cache (`Cache`, *optional*): the text KV cache.
+        past_key_values (`Cache`, *optional*): its name before transformers 5.24 (deprecated from 5.24 on).
         """
-        cache = take_cache(cache, kwargs)
+        cache = resolve_cache(cache, past_key_values)
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
         if pixel_values_videos is not None:
@@ -455,9 +489,10 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
 
         placeholders = self.get_placeholder_mask(input_ids, inputs_embeds)
         video_hidden_states = None
-        if video_memory is not None:
+        # Eagerly a memory is read only for placeholders (a decode step has none); compiled always (no data branch).
+        if video_memory is not None and (torch.compiler.is_compiling() or bool(placeholders.any())):
             inputs_embeds, video_hidden_states = self.fill_placeholders(inputs_embeds, placeholders, video_memory)
-        elif not torch.compiler.is_compiling() and bool(placeholders.any()):
+        elif video_memory is None and not torch.compiler.is_compiling() and bool(placeholders.any()):
             raise ValueError(
                 f"the input holds {int(placeholders.sum())} <video> placeholder tokens but neither "
                 "video_memory nor pixel_values_videos was given"
@@ -479,6 +514,11 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
             video_hidden_states=video_hidden_states,
             **cache_kwargs(output_cache(outputs)),
         )
+
+
+def _cat_layers(chunks: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...] | None:
+    """Per-layer outputs of the vision tower over frame chunks -> one tuple of per-layer tensors (None if empty)."""
+    return tuple(torch.cat(layer) for layer in zip(*chunks)) if chunks else None
 
 
 def _check_finite(frames: torch.Tensor) -> None:
@@ -550,7 +590,7 @@ class FlashVStreamForConditionalGeneration(FlashVStreamPreTrainedModel, Generati
         video_frame_mask: torch.Tensor | None = None,
         video_memory: VideoMemory | None = None,
         **kwargs,
-    ) -> FlashVStreamVideoOutput:
+    ) -> FlashVStreamVideoOutput | tuple:
         """See `FlashVStreamModel.get_video_features`."""
         return self.model.get_video_features(pixel_values_videos, video_frame_mask, video_memory, **kwargs)
 
@@ -568,6 +608,7 @@ class FlashVStreamForConditionalGeneration(FlashVStreamPreTrainedModel, Generati
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> tuple | FlashVStreamCausalLMOutputWithPast:
         r"""
@@ -576,8 +617,8 @@ class FlashVStreamForConditionalGeneration(FlashVStreamPreTrainedModel, Generati
         video_frame_mask (`torch.LongTensor` of shape `(batch, frames)`, *optional*): 0 for the padding frames of
             a batch of videos of different lengths (the processor returns it).
         video_memory (`FlashVStreamMemory`, *optional*): the memory to answer from.
-        cache (`Cache`, *optional*): the text KV cache; `past_key_values=` (its name before transformers 5.24)
-            is accepted too.
+        cache (`Cache`, *optional*): the text KV cache.
+        past_key_values (`Cache`, *optional*): its name before transformers 5.24 (deprecated from 5.24 on).
         labels (`torch.LongTensor` of shape `(batch, sequence_length)`, *optional*): targets for the LM loss;
             `-100` (e.g. at placeholder positions) is ignored.
         """
@@ -588,7 +629,7 @@ class FlashVStreamForConditionalGeneration(FlashVStreamPreTrainedModel, Generati
             video_memory=video_memory,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            cache=cache,
+            cache=resolve_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -630,6 +671,17 @@ class FlashVStreamForConditionalGeneration(FlashVStreamPreTrainedModel, Generati
             kwargs["video_memory"] = video_memory
         generation_config = self._suppress_video_token(generation_config, kwargs)
         return super().generate(inputs, generation_config, **kwargs)
+
+    def prepare_inputs_for_generation(self, *args, **kwargs) -> dict:
+        """The generic inputs, without the video memory for a step whose tokens hold no `<video>` placeholder: with
+        a KV cache, decode steps only see new tokens, so reading and projecting the whole memory for them would be
+        wasted (as transformers drops `pixel_values_videos` after prefill)."""
+        inputs = super().prepare_inputs_for_generation(*args, **kwargs)
+        input_ids = inputs.get("input_ids")
+        if input_ids is not None and not bool((input_ids == self.config.video_token_id).any()):
+            inputs.pop("video_memory", None)
+            inputs.pop("video_frame_mask", None)
+        return inputs
 
     def _suppress_video_token(self, generation_config, kwargs: dict):
         """Add `<video>` to the suppressed tokens where the caller's settings live: in `kwargs` when no

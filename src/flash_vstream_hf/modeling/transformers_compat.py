@@ -11,6 +11,7 @@ compatibility guarantee across releases.
 from __future__ import annotations
 
 import os
+import warnings
 
 import transformers
 from packaging.version import Version
@@ -31,7 +32,6 @@ TRANSFORMERS_VERSION = Version(transformers.__version__)
 # `_update_model_kwargs_for_generation` reads. 5.24 still accepts the old name with a deprecation warning (until 5.40).
 CACHE_RENAMED = TRANSFORMERS_VERSION >= Version("5.24.0.dev0")
 CACHE_NAME = "cache" if CACHE_RENAMED else "past_key_values"
-LEGACY_CACHE_NAME = "past_key_values"
 
 
 def check_transformers_version(version: str | None = None) -> None:
@@ -47,13 +47,19 @@ def check_transformers_version(version: str | None = None) -> None:
         )
 
 
-def take_cache(cache, kwargs: dict):
+def resolve_cache(cache, past_key_values):
     """The text KV cache a forward was given as `cache=` or by its pre-5.24 name `past_key_values=` (what
-    `generate()` of 5.23 passes); the old name is removed from `kwargs`."""
-    legacy = kwargs.pop(LEGACY_CACHE_NAME, None)
-    if cache is not None and legacy is not None:
+    `generate()` of 5.23 passes; from 5.24 on the old name warns, as transformers' own models do)."""
+    if cache is not None and past_key_values is not None:
         raise ValueError("pass the text KV cache once: got both `cache` and `past_key_values`")
-    return cache if cache is not None else legacy
+    if past_key_values is not None and CACHE_RENAMED:
+        warnings.warn(
+            "`past_key_values` is deprecated and will be removed in transformers 5.40.0 for "
+            "FlashVStream forward. Use `cache` instead.",
+            FutureWarning,
+            stacklevel=3,
+        )
+    return cache if cache is not None else past_key_values
 
 
 def cache_kwargs(cache) -> dict:
