@@ -1,0 +1,211 @@
+"""`flash-vstream eval ANNOTATIONS --format F --videos DIR --output DIR --model M [--judge-url URL ...]`.
+
+Runs a model over a benchmark in streaming mode (see `flash_vstream_hf.evaluation.runner`): one pass per video,
+each question asked when the stream reaches its timestamp. Writes into `--output`:
+
+- `predictions.jsonl`: one line per question (id, video, question, reference, prediction, timestamp, frames
+  seen, time to first token, latency, and its scores), appended as answered; a rerun skips the ids in it;
+- `judgements.jsonl`: the judge's verdict per open-ended answer (from `judge_cache/`, so a rerun sends nothing);
+- `summary.json`: the table per question type and overall (also printed), the problems, the settings;
+- `run.json`: the settings the predictions were made with; a rerun with other settings is refused.
+
+Exit status: 0 when every question was answered (and judged, with a judge); 1 when anything was skipped or left
+unjudged (each reported on stderr with its id); 2 for unusable arguments or annotations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .common import add_model_arguments, load_model
+
+FORMATS = ("rvs", "vs", "streamingbench", "ovo-bench")
+SETTINGS_KEYS = ("annotations", "format", "clips", "model", "dtype", "load_in_4bit", "fps", "frame_rate",
+                 "max_new_tokens", "max_batch")  # fmt: skip
+USAGE_ERROR = 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("annotations", help="the benchmark's annotation file (JSON or JSON Lines)")
+    parser.add_argument(
+        "--format", required=True, choices=FORMATS,
+        help="rvs: VStream-QA real time (RVS-Ego/RVS-Movie, asked at end_time; also the synthetic benchmark); "
+        "vs: VStream-QA offline (VS-Ego/VS-Movie, asked after the whole video); streamingbench; ovo-bench",
+    )  # fmt: skip
+    parser.add_argument("--videos", help="folder of the videos (files or frame folders; default: the current one)")
+    parser.add_argument("--output", required=True, help="folder for predictions, verdicts and the summary")
+    parser.add_argument("--clips", help="VStream-QA clip file (rvs_ego.json, ...): question times are shifted by "
+                        "their clip's start (for times given in the source video's timeline)")  # fmt: skip
+    group = parser.add_argument_group("streaming")
+    group.add_argument("--fps", type=float, default=1.0, help="frames sampled per second of video (default 1)")
+    group.add_argument("--frame-rate", type=float, default=1.0, help="frames per second of frame folders (default 1)")
+    group.add_argument(
+        "--backend", choices=("decord", "pyav"), help="video file decoder (default: the first installed)"
+    )
+    group.add_argument("--max-new-tokens", type=int, default=64)
+    group.add_argument(
+        "--max-batch",
+        type=int,
+        default=1,
+        help="frames per vision-tower call (default 1: answers independent of machine speed)",
+    )
+    group.add_argument(
+        "--past-end-tolerance",
+        type=float,
+        default=1.0,
+        help="seconds after the last frame a question may still be asked (default 1)",
+    )
+    group.add_argument("--no-likelihood", action="store_true", help="multiple choice by the generated letter only")
+    group.add_argument("--limit", type=int, help="only the first N questions (a quick check)")
+    group.add_argument("--no-progress", action="store_true", help="no progress bars")
+    judge = parser.add_argument_group("judge (open-ended answers)")
+    judge.add_argument("--judge-url", help="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 "
+                       "(or $FLASH_VSTREAM_JUDGE_URL, $OPENAI_BASE_URL)")  # fmt: skip
+    judge.add_argument("--judge-model", help="model name at the endpoint (or $FLASH_VSTREAM_JUDGE_MODEL; default "
+                       "gpt-3.5-turbo, the original's)")  # fmt: skip
+    judge.add_argument("--judge-key", help="API key (or $FLASH_VSTREAM_JUDGE_KEY, $OPENAI_API_KEY)")
+    judge.add_argument("--judge-local", help="a local transformers chat model (folder or Hub id) as the judge")
+    judge.add_argument("--judge-timeout", type=float, default=60.0, help="seconds per judge request (default 60)")
+    judge.add_argument("--judge-retries", type=int, default=2, help="retries per item (default 2)")
+    judge.add_argument("--judge-cache", help="judge answer cache folder (default: OUTPUT/judge_cache)")
+    add_model_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluation.annotations import AnnotationError
+
+    output = Path(args.output)
+    try:
+        loaded = load_items(args)
+    except AnnotationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    if args.judge_url and args.judge_local:
+        print("error: give --judge-url or --judge-local, not both", file=sys.stderr)
+        return USAGE_ERROR
+    items = loaded.items[: args.limit] if args.limit else loaded.items
+    for problem in loaded.problems:
+        print(f"skipped {problem.line()}", file=sys.stderr)
+    if loaded.excluded:
+        print(f"note: {len(loaded.excluded)} entries are not multiple choice and are left out "
+              f"(e.g. {loaded.excluded[0]})", file=sys.stderr)  # fmt: skip
+    mismatch = check_settings(output, settings_of(args))
+    if mismatch:
+        print(f"error: {output} holds predictions made with other settings ({mismatch}); "
+              "use another --output, or delete it to start over", file=sys.stderr)  # fmt: skip
+        return USAGE_ERROR
+    model, processor = load_model(args)
+    return evaluate(args, items, loaded, model, processor)
+
+
+def load_items(args: argparse.Namespace):
+    from ..evaluation.multiple_choice import load_ovo_bench, load_streamingbench
+    from ..evaluation.vstream_qa import load_vstream_qa
+
+    if args.format in ("rvs", "vs"):
+        return load_vstream_qa(args.annotations, realtime=args.format == "rvs", clips=args.clips)
+    if args.clips:
+        raise SystemExit(f"error: --clips is for VStream-QA (--format rvs or vs), not {args.format}")
+    return (
+        load_streamingbench(args.annotations) if args.format == "streamingbench" else load_ovo_bench(args.annotations)
+    )
+
+
+def settings_of(args: argparse.Namespace) -> dict:
+    values = {key: getattr(args, key, None) for key in SETTINGS_KEYS}
+    values["annotations"] = os.path.abspath(args.annotations)
+    values["clips"] = os.path.abspath(args.clips) if args.clips else None
+    return values
+
+
+def check_settings(output: Path, settings: dict) -> str | None:
+    """Record the settings in `output/run.json`, or name the ones that differ from those recorded."""
+    path = output / "run.json"
+    if path.exists():
+        try:
+            recorded = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            recorded = None
+        if isinstance(recorded, dict):
+            differing = [key for key in SETTINGS_KEYS if recorded.get(key) != settings.get(key)]
+            return (
+                ", ".join(f"{key}: {recorded.get(key)!r} then, {settings.get(key)!r} now" for key in differing) or None
+            )
+    output.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    return None
+
+
+def make_judge(args: argparse.Namespace):
+    """The judge the arguments and environment name, or None."""
+    from ..evaluation.judge_prompt import ORIGINAL_MODEL
+    from ..evaluation.judges import KEY_ENV, MODEL_ENV, URL_ENV, OpenAICompatibleJudge, TransformersJudge
+    from ..evaluation.judges import from_environment as env
+
+    if args.judge_local:
+        return TransformersJudge.from_pretrained(args.judge_local, device=args.device)
+    url = args.judge_url or env(URL_ENV)
+    if not url:
+        return None
+    model = args.judge_model or env(MODEL_ENV) or ORIGINAL_MODEL
+    return OpenAICompatibleJudge(url, model, args.judge_key or env(KEY_ENV), timeout=args.judge_timeout)
+
+
+def evaluate(args, items, loaded, model, processor) -> int:
+    """The streaming pass, the judge pass and the summary; the exit status."""
+    from ..evaluation import RunSettings, run_benchmark
+    from ..evaluation.judge_cache import JudgeCache
+    from ..evaluation.judging import judge_records
+    from ..evaluation.results import ResultsFile
+    from ..evaluation.summary import format_table, summarise
+
+    output = Path(args.output)
+    settings = RunSettings(
+        fps=args.fps, frame_rate=args.frame_rate, max_new_tokens=args.max_new_tokens,
+        past_end_tolerance=args.past_end_tolerance, max_batch=args.max_batch, backend=args.backend,
+        likelihood=not args.no_likelihood, progress=not args.no_progress,
+    )  # fmt: skip
+    outcome = run_benchmark(model, processor, items, args.videos, ResultsFile(output / "predictions.jsonl"), settings)
+    problems = list(loaded.problems) + outcome.problems
+    wanted = {item.id for item in items}
+    records = {key: value for key, value in outcome.records.items() if key in wanted}
+    judge, verdicts = make_judge(args), {}
+    open_records = [record for record in records.values() if record.get("kind") == "open"]
+    if judge is not None and open_records:
+        cache = JudgeCache(args.judge_cache or output / "judge_cache")
+        verdicts, judge_problems = judge_records(
+            open_records, judge, cache, retries=args.judge_retries, progress=not args.no_progress
+        )
+        problems += judge_problems
+        write_judgements(output / "judgements.jsonl", verdicts, judge)
+    summary = summarise(items, records, verdicts)
+    notes = []
+    if open_records and judge is None:
+        notes.append("open-ended answers are not judged: give --judge-url or --judge-local")
+    summary.update(
+        benchmark={"annotations": os.path.abspath(args.annotations), "format": args.format},
+        model=args.model,
+        judge=None if judge is None else {**judge.identity, "describe": judge.describe()},
+        written_this_run=outcome.written,
+        problems=[problem.to_dict() for problem in problems],
+        excluded=loaded.excluded,
+        notes=notes,
+    )
+    (output / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(format_table(summary))
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s), listed above and in {output / 'summary.json'}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def write_judgements(path: Path, verdicts: dict[str, dict], judge) -> None:
+    lines = [json.dumps({"id": key, "judge": judge.identity, **value}, ensure_ascii=False) for key, value in
+             verdicts.items()]  # fmt: skip
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
