@@ -187,3 +187,18 @@ def test_generate_reads_the_memory_once_not_at_every_new_token(model, processor,
     reads.clear()
     model.generate(**inputs, video_memory=memory, max_new_tokens=3, min_new_tokens=3, do_sample=False, use_cache=False)
     assert len(reads) == 3  # without a KV cache every step re-reads the whole prompt, placeholders included
+
+
+def test_generate_from_inputs_embeds_matches_input_ids(model, processor, frames):
+    memory = model.update_memory(frames(8))
+    inputs = prompt_inputs(processor, memory.get_seq_length())
+    from_ids = model.generate(**inputs, video_memory=memory, max_new_tokens=4, do_sample=False)
+    embeds = model.get_input_embeddings()(inputs["input_ids"])
+    from_embeds = model.generate(
+        inputs_embeds=embeds,
+        attention_mask=inputs["attention_mask"],
+        video_memory=memory,
+        max_new_tokens=4,
+        do_sample=False,
+    )
+    assert torch.equal(from_embeds, from_ids[:, inputs["input_ids"].shape[1] :])

@@ -23,7 +23,8 @@ from transformers.utils.generic import can_return_tuple
 from .abstract_memory_attention import FlashVStreamAbstractMemoryAttention
 from .configuration_flash_vstream import FlashVStreamConfig
 from .memory_flash_vstream import FlashVStreamMemory, VideoMemory
-from .quantization_flash_vstream import execution_device, floating_dtype, with_default_skip_modules
+from .device_flash_vstream import execution_device, floating_dtype
+from .quantization_flash_vstream import with_default_skip_modules
 from .star_memory import StarLayout, consolidate, empty_state, pool_spatial, read_out
 from .transformers_compat import cache_kwargs, output_cache, resolve_cache
 
@@ -229,7 +230,9 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
                 f"frame_features must be [batch, frames, tokens, {self.config.vision_config.hidden_size}], "
                 f"got {tuple(frame_features.shape)}"
             )
-        return self._add_frames(pool_spatial(frame_features, self.config.spatial_pool_size), video_memory)
+        if frame_features.shape[-2] != self.star_layout.spatial_tokens:  # full patch grid: pool it once, here
+            frame_features = pool_spatial(frame_features, self.config.spatial_pool_size)
+        return self._add_frames(frame_features, video_memory)
 
     def encode_videos(
         self,
@@ -584,6 +587,27 @@ class FlashVStreamForConditionalGeneration(FlashVStreamPreTrainedModel, Generati
         """See `FlashVStreamModel.new_memory`."""
         return self.model.new_memory(batch_size, **kwargs)
 
+    def check_memory(self, video_memory: FlashVStreamMemory) -> None:
+        """See `FlashVStreamModel.check_memory`."""
+        self.model.check_memory(video_memory)
+
+    def get_frame_features(self, pixel_values_videos: torch.Tensor) -> torch.Tensor:
+        """See `FlashVStreamModel.get_frame_features`: pooled features `[B, T, P_spa^2, D]`, ready for
+        `update_memory_from_features` (which does not pool them again)."""
+        return self.model.get_frame_features(pixel_values_videos)
+
+    def read_memory(self, video_memory: FlashVStreamMemory) -> torch.Tensor:
+        """See `FlashVStreamModel.read_memory`."""
+        return self.model.read_memory(video_memory)
+
+    def project_memory(self, video_memory: FlashVStreamMemory) -> torch.Tensor:
+        """See `FlashVStreamModel.project_memory`."""
+        return self.model.project_memory(video_memory)
+
+    def get_multi_modal_projector(self) -> nn.Module:
+        """The projector from vision features to the language model's embeddings (`model.multi_modal_projector`)."""
+        return self.model.multi_modal_projector
+
     def get_video_features(
         self,
         pixel_values_videos: torch.FloatTensor | None = None,
@@ -672,13 +696,14 @@ class FlashVStreamForConditionalGeneration(FlashVStreamPreTrainedModel, Generati
         generation_config = self._suppress_video_token(generation_config, kwargs)
         return super().generate(inputs, generation_config, **kwargs)
 
-    def prepare_inputs_for_generation(self, *args, **kwargs) -> dict:
+    def prepare_inputs_for_generation(self, input_ids, *args, inputs_embeds=None, **kwargs) -> dict:
         """The generic inputs, without the video memory for a step whose tokens hold no `<video>` placeholder: with
         a KV cache, decode steps only see new tokens, so reading and projecting the whole memory for them would be
         wasted (as transformers drops `pixel_values_videos` after prefill)."""
-        inputs = super().prepare_inputs_for_generation(*args, **kwargs)
-        input_ids = inputs.get("input_ids")
-        if input_ids is not None and not bool((input_ids == self.config.video_token_id).any()):
+        # `inputs_embeds` is named: generate() reads this signature to know that the model takes embeddings
+        inputs = super().prepare_inputs_for_generation(input_ids, *args, inputs_embeds=inputs_embeds, **kwargs)
+        step_ids = inputs.get("input_ids")
+        if step_ids is not None and not bool((step_ids == self.config.video_token_id).any()):
             inputs.pop("video_memory", None)
             inputs.pop("video_frame_mask", None)
         return inputs
