@@ -1,1 +1,2 @@
-"""Benchmarks of flash-vstream-hf. `python -m benchmarks` runs the suite in `flash_vstream_hf.benchmarks`."""
+"""Entry points from a checkout: `python -m benchmarks` (the suite) and `python benchmarks/<name>.py` (the standalone
+measurements). All benchmark code lives in the package, `flash_vstream_hf.benchmarks`; these files only start it."""

@@ -8,7 +8,7 @@ import torch
 from accelerate import infer_auto_device_map, init_empty_weights
 
 from flash_vstream_hf import FlashVStreamForConditionalGeneration
-from flash_vstream_hf.modeling.quantization_flash_vstream import execution_device
+from flash_vstream_hf.modeling.device_flash_vstream import execution_device
 from flash_vstream_hf.tiny import tiny_config, tiny_model, tiny_processor
 
 from .helpers import assert_same_memory

@@ -9,5 +9,12 @@ Each measurement lives in its own module:
 - `baselines`: the alternatives (the released code's offline re-consolidation, naive full context, recent window);
 - `report`: tables, targets and the JSON file.
 
+Standalone measurements, run from a checkout as `python benchmarks/<name>.py` (thin entry points there) or as
+`python -m flash_vstream_hf.benchmarks.<name>`:
+
+- `streaming_latency`: ingest fps and answer latency of a `StreamingSession`, with and without concurrent ingest;
+- `real_size`: fp16 and NF4 at the real shapes (weights, peak GPU memory, time to first token, ingest);
+- `conversion_memory`: peak RSS of `flash-vstream convert` on a 7B-sized original checkpoint.
+
 Everything uses random weights and synthetic inputs (no download); only shapes matter for cost.
 """

@@ -37,7 +37,7 @@ def _row(label: str, frames: int, batch: int, vision: float, memory: float, thre
 def _timed_ingest(model, pixels: torch.Tensor, memory, memory_threads: int):
     """Ingest `pixels` `[1, T, 3, H, W]`: returns `((vision seconds, consolidation seconds), memory)`."""
     start = time.perf_counter()
-    features = model.model.get_frame_features(pixels)
+    features = model.get_frame_features(pixels)
     middle = time.perf_counter()
     with torch_threads(memory_threads):
         memory = model.update_memory_from_features(features, memory)
@@ -55,7 +55,7 @@ def measure_ingest(model, sizes: Sizes, threads: int, memory_threads: int, log: 
     with torch.inference_mode(), torch_threads(threads):
         warm = stream.frames(0, layout.temporal_length + layout.spatial_length + 4)
         memory = model.update_memory_from_features(warm)
-        model.model.get_frame_features(pixels[:, :1])  # warm-up
+        model.get_frame_features(pixels[:, :1])  # warm-up
 
         for label, consolidation_threads in (
             (f"1 frame per call, memory at {threads} threads", threads),

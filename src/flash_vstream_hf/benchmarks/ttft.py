@@ -42,7 +42,7 @@ def measure_ttft(model, sizes: Sizes, memory_threads: int, log: Callable[[str], 
     stream = SyntheticFeatureStream(layout.patch_grid_size**2, layout.feature_size)
     frames_list = sorted(set(sizes.ttft_frames) | {naive.max_frames})
     embed = model.get_input_embeddings()
-    projector = model.model.multi_modal_projector
+    projector = model.get_multi_modal_projector()
     video_id = config.video_token_id
     pad_id = config.text_config.pad_token_id
 

@@ -192,7 +192,7 @@ class EndpointHandler:
         pixels, features = [], []
         for image in frames.take_while(lambda timestamp: timestamp <= time + _TIME_EPSILON):
             # one frame at a time through the processor, so no decoded frame outlives its preprocessing
-            pixels.append(self.processor.image_processor([image], return_tensors="pt")["pixel_values"])
+            pixels.append(self.processor.preprocess_frames([image], return_tensors="pt"))
             del image
             if len(pixels) == ENCODE_BATCH:
                 features.append(self._encode(pixels))
@@ -204,7 +204,7 @@ class EndpointHandler:
     def _encode(self, pixels: list[torch.Tensor]) -> torch.Tensor:
         """Preprocessed frames -> pooled vision features `[1, t, P_spa^2, D]` (the vision tower's part of the
         frame handler)."""
-        return self.model.model.get_frame_features(torch.cat(pixels)[None])
+        return self.model.get_frame_features(torch.cat(pixels)[None])
 
     # -- answers ------------------------------------------------------------------------------------------------
 

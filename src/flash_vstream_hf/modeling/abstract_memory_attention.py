@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .configuration_flash_vstream import FlashVStreamConfig
-from .quantization_flash_vstream import execution_device, floating_dtype
+from .device_flash_vstream import execution_device, floating_dtype
 
 
 class FlashVStreamAbstractMemoryAttention(nn.Module):

@@ -22,8 +22,8 @@ from transformers.utils.generic import can_return_tuple
 
 from .abstract_memory_attention import FlashVStreamAbstractMemoryAttention
 from .configuration_flash_vstream import FlashVStreamConfig
-from .memory_flash_vstream import FlashVStreamMemory, VideoMemory
 from .device_flash_vstream import execution_device, floating_dtype
+from .memory_flash_vstream import FlashVStreamMemory, VideoMemory
 from .quantization_flash_vstream import with_default_skip_modules
 from .star_memory import StarLayout, consolidate, empty_state, pool_spatial, read_out
 from .transformers_compat import cache_kwargs, output_cache, resolve_cache
@@ -71,6 +71,33 @@ class FlashVStreamVideoOutput(BaseModelOutputWithPooling):
     """
 
     video_memory: VideoMemory | None = None
+
+
+# The forward arguments of `FlashVStreamModel` and `FlashVStreamForConditionalGeneration`, written once (transformers'
+# `auto_docstring` only knows the arguments of its own models; these are documented here instead).
+FORWARD_ARGS_DOCSTRING = r"""
+        pixel_values_videos (`torch.FloatTensor` of shape `(batch, frames, 3, H, W)`, *optional*): frames to add
+            to `video_memory` (a fresh memory when it is `None`) before the placeholders are filled.
+        video_frame_mask (`torch.LongTensor` of shape `(batch, frames)`, *optional*): 0 for the padding frames of
+            a batch of videos of different lengths (the processor returns it).
+        video_memory (`FlashVStreamMemory`, *optional*): the memory to answer from.
+        cache (`Cache`, *optional*): the text KV cache.
+        past_key_values (`Cache`, *optional*): its name before transformers 5.24 (deprecated from 5.24 on).
+"""
+LABELS_DOCSTRING = (
+    "        labels (`torch.LongTensor` of shape `(batch, sequence_length)`, *optional*): targets for the LM loss;\n"
+    "            `-100` (e.g. at placeholder positions) is ignored.\n"
+)
+
+
+def _documented(docstring: str):
+    """Give a function `docstring` (applied under `can_return_tuple`, which copies it)."""
+
+    def document(function):
+        function.__doc__ = docstring
+        return function
+
+    return document
 
 
 class FlashVStreamMultiModalProjector(nn.Module):
@@ -459,6 +486,7 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
                 )
 
     @can_return_tuple
+    @_documented(FORWARD_ARGS_DOCSTRING)
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -473,15 +501,6 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
         past_key_values: Cache | None = None,
         **kwargs,
     ) -> tuple | FlashVStreamModelOutputWithPast:
-        r"""
-        pixel_values_videos (`torch.FloatTensor` of shape `(batch, frames, 3, H, W)`, *optional*): frames to add
-            to `video_memory` (a fresh memory when it is `None`) before the placeholders are filled.
-        video_frame_mask (`torch.LongTensor` of shape `(batch, frames)`, *optional*): 0 for the padding frames of
-            a batch of videos of different lengths (the processor returns it).
-        video_memory (`FlashVStreamMemory`, *optional*): the memory to answer from.
-        cache (`Cache`, *optional*): the text KV cache.
-        past_key_values (`Cache`, *optional*): its name before transformers 5.24 (deprecated from 5.24 on).
-        """
         cache = resolve_cache(cache, past_key_values)
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
@@ -619,6 +638,7 @@ class FlashVStreamForConditionalGeneration(FlashVStreamPreTrainedModel, Generati
         return self.model.get_video_features(pixel_values_videos, video_frame_mask, video_memory, **kwargs)
 
     @can_return_tuple
+    @_documented(FORWARD_ARGS_DOCSTRING + LABELS_DOCSTRING)
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -635,17 +655,6 @@ class FlashVStreamForConditionalGeneration(FlashVStreamPreTrainedModel, Generati
         past_key_values: Cache | None = None,
         **kwargs,
     ) -> tuple | FlashVStreamCausalLMOutputWithPast:
-        r"""
-        pixel_values_videos (`torch.FloatTensor` of shape `(batch, frames, 3, H, W)`, *optional*): frames to add
-            to `video_memory` (a fresh memory when it is `None`) before the placeholders are filled.
-        video_frame_mask (`torch.LongTensor` of shape `(batch, frames)`, *optional*): 0 for the padding frames of
-            a batch of videos of different lengths (the processor returns it).
-        video_memory (`FlashVStreamMemory`, *optional*): the memory to answer from.
-        cache (`Cache`, *optional*): the text KV cache.
-        past_key_values (`Cache`, *optional*): its name before transformers 5.24 (deprecated from 5.24 on).
-        labels (`torch.LongTensor` of shape `(batch, sequence_length)`, *optional*): targets for the LM loss;
-            `-100` (e.g. at placeholder positions) is ignored.
-        """
         outputs = self.model(
             input_ids=input_ids,
             pixel_values_videos=pixel_values_videos,

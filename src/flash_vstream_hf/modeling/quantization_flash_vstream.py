@@ -1,4 +1,4 @@
-"""Big-model loading support: default bitsandbytes skip modules and device/dtype look-ups that survive offload.
+"""Quantized loading: the default bitsandbytes skip modules (device and dtype look-ups are in device_flash_vstream).
 
 Only torch and transformers are imported, so the modeling folder stays usable as Hub remote code.
 """
@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import copy
 
-import torch
-from torch import nn
 from transformers import BitsAndBytesConfig
 from transformers.utils import logging
 
@@ -45,31 +43,3 @@ def with_default_skip_modules(quantization_config, skip_modules: tuple[str, ...]
     quantization_config = copy.deepcopy(quantization_config)
     quantization_config.llm_int8_skip_modules = list(skip_modules)
     return quantization_config
-
-
-def floating_dtype(module: nn.Module, default: torch.dtype) -> torch.dtype:
-    """Dtype of the first floating-point parameter (quantized weights are stored as integers; offloaded ones
-    keep their dtype on the meta device)."""
-    for parameter in module.parameters():
-        if parameter.is_floating_point():
-            return parameter.dtype
-    return default
-
-
-def execution_device(module: nn.Module) -> torch.device:
-    """The device `module` computes on, also when accelerate offloads it.
-
-    With `device_map` offload (CPU on a GPU machine, or disk), parameters sit on the meta device until an
-    accelerate hook loads them for the forward pass; the hook's `execution_device` is where the inputs must go.
-    Modules are searched in registration order, so a split module answers for its first part.
-    """
-    for submodule in module.modules():
-        hook = getattr(submodule, "_hf_hook", None)
-        for part in getattr(hook, "hooks", (hook,)):  # accelerate's SequentialHook holds several hooks
-            device = getattr(part, "execution_device", None)
-            if device is not None:
-                return torch.device(device)
-        for parameter in submodule.parameters(recurse=False):
-            if parameter.device.type != "meta":
-                return parameter.device
-    return torch.device("cpu")

@@ -21,12 +21,19 @@ Distances and k-means run in float32 whatever the storage dtype (fp16 overflows 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+try:  # flat in a Hub bundle: next to this file
+    from .memory_tokens_flash_vstream import MemoryCounts, memory_counts, memory_tokens
+except ImportError:  # in the package it lives in processing/ (standard library only, shared with the processor)
+    _tokens = importlib.import_module("..processing.memory_tokens_flash_vstream", __package__)
+    MemoryCounts, memory_counts, memory_tokens = _tokens.MemoryCounts, _tokens.memory_counts, _tokens.memory_tokens
 
 # attention(memory [B, M, D], frames [B, X, D]) -> softmax weights [B, M, X]
 AttentionFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -85,38 +92,17 @@ class StarLayout:
         return self.abstract_pool_size**2
 
     def counts(self, frames_seen: int) -> MemoryCounts:
-        """How many entries of each memory are filled after `frames_seen` frames."""
-        current = min(frames_seen, self.spatial_length)
-        past = frames_seen - current  # frames that left the spatial window (L in docs/original_model.md)
-        temporal = min(past, self.temporal_length)
-        abstract = min(past, self.abstract_length)
-        overflow = past - self.abstract_length
-        pending = overflow % self.abstract_length if overflow > 0 and self.abstract_length else 0
-        return MemoryCounts(current, past, temporal, abstract, pending, min(self.retrieved_length, temporal))
+        """How many entries of each memory are filled after `frames_seen` frames (`memory_counts`)."""
+        return memory_counts(self, frames_seen)
 
     def num_tokens(self, frames_seen: int) -> int:
-        """Number of memory tokens the language model sees after `frames_seen` frames (docs/original_model.md,
-        "Token order and counts").
+        """Number of memory tokens the language model sees after `frames_seen` frames (`memory_tokens`, the one
+        definition the processor uses too; docs/original_model.md, "Token order and counts").
 
         With the released config: 64 for one frame, `17 L + 64 min(3, L) + 64` for `L = T - 1` up to 25, and 681
         from 26 frames on.
         """
-        n = self.counts(frames_seen)
-        return (
-            n.abstract * self.abstract_tokens
-            + n.temporal * self.temporal_tokens
-            + (n.retrieved + n.current) * self.spatial_tokens
-        )
-
-
-@dataclass(frozen=True)
-class MemoryCounts:
-    current: int  # frames in the spatial window
-    past: int  # frames that left the window
-    temporal: int  # filled temporal entries (frames, then centroids)
-    abstract: int  # filled abstract entries
-    pending: int  # frames of the abstract chunk not applied yet
-    retrieved: int  # key frames in the read-out
+        return memory_tokens(self, frames_seen)
 
 
 @dataclass(frozen=True)
@@ -128,7 +114,9 @@ class StarState:
     """
 
     frames_seen: int
-    current: torch.Tensor  # [B, N_spa, P_spa^2, D] most recent frames, oldest first
+    # Field names are saved in memory files: `current` is the spatial memory (`spatial_*` in the config) and
+    # `key_frames` the retrieval store (docs/glossary.md, "Where names differ today").
+    current: torch.Tensor  # [B, N_spa, P_spa^2, D] the spatial memory: most recent frames, oldest first
     temporal: torch.Tensor  # [B, N_tem, P_tem^2, D] frames, then k-means centroids in cluster-id order
     temporal_sizes: torch.Tensor  # [B, N_tem] float32, frames each temporal entry stands for
     abstract: torch.Tensor  # [B, N_abs, P_abs^2, D] abstract memory (the first frames until it is full)
@@ -331,12 +319,12 @@ def consolidate(state: StarState, layout: StarLayout, frames: torch.Tensor, atte
     frames on an empty memory is exactly the released code's offline consolidation of a T-frame video.
     """
     counts = layout.counts(state.frames_seen)
-    window = torch.cat([state.current[:, : counts.current], frames.to(state.current)], dim=1)
-    keep = min(window.shape[1], layout.spatial_length)
-    leaving = window[:, : window.shape[1] - keep]  # [B, m, P_spa^2, D]
+    spatial_window = torch.cat([state.current[:, : counts.current], frames.to(state.current)], dim=1)
+    keep = min(spatial_window.shape[1], layout.spatial_length)
+    leaving = spatial_window[:, : spatial_window.shape[1] - keep]  # [B, m, P_spa^2, D]
     new_state = state.replace(
         frames_seen=state.frames_seen + frames.shape[1],
-        current=fill(state.current, window[:, window.shape[1] - keep :]),
+        current=fill(state.current, spatial_window[:, spatial_window.shape[1] - keep :]),
     )
     if leaving.shape[1] == 0:
         return new_state
@@ -368,7 +356,7 @@ def update_temporal(new_state: StarState, old: StarState, layout: StarLayout, le
         )
         points = centroids.view(-1, layout.temporal_length, *pooled.shape[2:])
         new_state = new_state.replace(generator_state=generator.get_state())
-    key_frames = update_key_frames(old, counts, layout, leaving, points if clustered else None)
+    key_frames = update_key_frames(old, counts, layout, leaving, pooled, points if clustered else None)
     return new_state.replace(
         temporal=fill(old.temporal, points),
         temporal_sizes=fill(old.temporal_sizes, weights),
@@ -381,9 +369,11 @@ def update_key_frames(
     counts: MemoryCounts,
     layout: StarLayout,
     leaving: torch.Tensor,
+    leaving_pooled: torch.Tensor,
     centroids: torch.Tensor | None,
 ) -> torch.Tensor:
-    """The retrieval store after `leaving` `[B, m, P_spa^2, D]` left the window.
+    """The retrieval store after `leaving` `[B, m, P_spa^2, D]` left the window (`leaving_pooled`: the same
+    frames at `P_tem`, as `update_temporal` pooled them).
 
     - `"original"`: the first `N_tem` frames that ever left the window, in order; the released code's key
       frames are always among them (bug B1 in docs/original_model.md), so this reproduces it with bounded state.
@@ -394,14 +384,15 @@ def update_key_frames(
         room = layout.temporal_length - counts.past
         if room <= 0:
             return old.key_frames
-        store = old.key_frames.clone()
+        retrieval_store = old.key_frames.clone()
         added = leaving[:, :room]
-        store[:, counts.past : counts.past + added.shape[1]] = added
-        return store
+        retrieval_store[:, counts.past : counts.past + added.shape[1]] = added
+        return retrieval_store
     candidates = torch.cat([old.key_frames[:, : counts.temporal], leaving], dim=1)  # [B, r, P_spa^2, D]
     if centroids is None:
         return fill(old.key_frames, candidates)
-    candidate_points = pool_spatial(candidates, layout.temporal_pool_size).flatten(2).float()
+    stored_points = pool_spatial(old.key_frames[:, : counts.temporal], layout.temporal_pool_size)
+    candidate_points = torch.cat([stored_points, leaving_pooled.to(stored_points)], dim=1).flatten(2).float()
     nearest = squared_distances(centroids.flatten(2).float(), candidate_points).argmin(-1)  # [B, N_tem]
     return gather_frames(candidates, nearest)
 

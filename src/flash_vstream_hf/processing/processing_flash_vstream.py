@@ -5,6 +5,7 @@ Remote-code friendly: it imports only transformers, numpy, PIL and `video_io` fr
 
 # No `from __future__ import annotations`: transformers reads the kwargs TypedDicts' annotations as classes.
 
+import dataclasses
 import os
 from collections.abc import Iterable
 from typing import ClassVar, NamedTuple
@@ -13,6 +14,8 @@ import numpy as np
 from transformers import BatchFeature
 from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, Unpack, VideosKwargs
 
+from .frames_flash_vstream import as_frames, is_frame
+from .memory_tokens_flash_vstream import TOKEN_FIELDS, TokenLayout
 from .video_io import evenly_spaced_indices, iter_video_frames
 
 SYSTEM_PROMPT = (
@@ -50,6 +53,7 @@ VICUNA_V1_CHAT_TEMPLATE = (
 )
 
 _FRAME_BATCH = 16  # frames preprocessed per image-processor call
+_PIXELS = "pixel_values"  # what the image processor returns
 _LARGE_INTEGER = int(1e20)  # a tokenizer without a real model_max_length has one above this
 # The text kwargs the chunk-wise tokenisation honours; any other TextKwargs key must be left unset.
 _TEXT_KWARGS = {
@@ -130,13 +134,11 @@ class FlashVStreamProcessor(ProcessorMixin):
         self.video_token = video_token
         self.fps = fps
         self.video_backend = video_backend
-        self.spatial_pool_size = spatial_pool_size
-        self.temporal_pool_size = temporal_pool_size
-        self.abstract_pool_size = abstract_pool_size
-        self.spatial_length = spatial_length
-        self.temporal_length = temporal_length
-        self.abstract_length = abstract_length
-        self.retrieved_length = retrieved_length
+        # the model's layout for the token count, held as one object (saved as its seven fields, see `to_dict`)
+        self.token_layout = TokenLayout(
+            spatial_pool_size, temporal_pool_size, abstract_pool_size, spatial_length, temporal_length,
+            abstract_length, retrieved_length,
+        )  # fmt: skip
         super().__init__(image_processor, tokenizer, chat_template=chat_template or VICUNA_V1_CHAT_TEMPLATE, **kwargs)
         self.video_token_id = self.tokenizer.convert_tokens_to_ids(video_token)
         if self.video_token_id is None or self.video_token_id == self.tokenizer.unk_token_id:
@@ -145,27 +147,20 @@ class FlashVStreamProcessor(ProcessorMixin):
     @classmethod
     def from_model_config(cls, config, image_processor, tokenizer, **kwargs) -> "FlashVStreamProcessor":
         """A processor whose token counts follow `config` (a `FlashVStreamConfig`)."""
-        fields = (
-            "spatial_pool_size", "temporal_pool_size", "abstract_pool_size", "spatial_length",
-            "temporal_length", "abstract_length", "retrieved_length",
-        )  # fmt: skip
-        return cls(image_processor, tokenizer, **{name: getattr(config, name) for name in fields}, **kwargs)
+        return cls(image_processor, tokenizer, **TokenLayout.from_config(config).to_dict(), **kwargs)
+
+    def to_dict(self) -> dict:
+        """`ProcessorMixin.to_dict` plus the token layout's fields, saved flat in processor_config.json as before."""
+        return {**super().to_dict(), **self.token_layout.to_dict()}
 
     @property
     def model_input_names(self) -> list[str]:
         return ["input_ids", "attention_mask", "pixel_values_videos", "video_frame_mask"]
 
     def num_video_tokens(self, num_frames: int) -> int:
-        """Memory tokens after `num_frames` frames, `[abstract | temporal | retrieved | current]`
-        (docs/original_model.md, "Token order and counts")."""
-        current = min(num_frames, self.spatial_length)
-        past = num_frames - current
-        temporal = min(past, self.temporal_length)
-        return (
-            min(past, self.abstract_length) * self.abstract_pool_size**2
-            + temporal * self.temporal_pool_size**2
-            + (min(self.retrieved_length, temporal) + current) * self.spatial_pool_size**2
-        )
+        """Memory tokens after `num_frames` frames, `[abstract | temporal | retrieved | current]`: the model's own
+        count (`memory_tokens`, which `StarLayout.num_tokens` uses too)."""
+        return self.token_layout.num_tokens(num_frames)
 
     def __call__(
         self,
@@ -324,19 +319,41 @@ class FlashVStreamProcessor(ProcessorMixin):
             decoded = iter_video_frames(video, sampling.fps, sampling.backend, sampling.num_frames)
             frames: Iterable = (frame.image for frame in decoded)
         else:
-            frames = _as_frames(video)
+            frames = as_frames(video)
             if sampling.num_frames is not None:
                 frames = [frames[i] for i in evenly_spaced_indices(len(frames), sampling.num_frames)]
+        pixels = self.preprocess_frames(frames, **frame_kwargs)
+        if len(pixels) == 0:
+            raise ValueError("a video has zero frames")
+        return pixels
+
+    def preprocess_frames(self, frames: Iterable, return_tensors: str = "np", **frame_kwargs):
+        """CLIP preprocessing of frames, the one entry point for the processor, the streaming session and the
+        endpoint handler: `[T, 3, H, W]` float32 (`return_tensors="np"`, or `"pt"` for a tensor).
+
+        Args:
+            frames: PIL images or `[H, W, C]` arrays (`frames_flash_vstream.is_frame`), consumed
+                `_FRAME_BATCH` at a time, so an iterator of decoded frames is never held whole. A stream checks
+                its frames strictly first (`frames_flash_vstream.check_frame`).
+            **frame_kwargs: the image processor's own options.
+        """
         batches, batch = [], []
         for frame in frames:
+            if not is_frame(frame):
+                raise ValueError(f"a frame must be a PIL image or an [H, W, C] array, got {type(frame).__name__}")
             batch.append(frame)
             if len(batch) == _FRAME_BATCH:
-                batches.append(self.image_processor(batch, return_tensors="np", **frame_kwargs)["pixel_values"])
+                batches.append(self.image_processor(batch, return_tensors=return_tensors, **frame_kwargs)[_PIXELS])
                 batch = []
         if batch:
-            batches.append(self.image_processor(batch, return_tensors="np", **frame_kwargs)["pixel_values"])
+            batches.append(self.image_processor(batch, return_tensors=return_tensors, **frame_kwargs)[_PIXELS])
+            del batch
+        if return_tensors == "pt":
+            import torch  # only on the paths that ask for tensors (the session, the handler)
+
+            return torch.cat(batches) if batches else torch.zeros(0, 3, 0, 0)
         if not batches:
-            raise ValueError("a video has zero frames")
+            return np.zeros((0, 3, 0, 0), np.float32)
         return np.concatenate(batches).astype(np.float32)
 
     # -- text ------------------------------------------------------------------------------------------------------
@@ -429,6 +446,22 @@ class FlashVStreamProcessor(ProcessorMixin):
         return _Encoded(row.ids[keep], offsets, row.replacements)
 
 
+def _token_field(name: str) -> property:
+    """`processor.<name>` reads (and sets) that field of `processor.token_layout`."""
+
+    def get(self):
+        return getattr(self.token_layout, name)
+
+    def set(self, value):
+        self.token_layout = dataclasses.replace(self.token_layout, **{name: value})
+
+    return property(get, set, doc=f"`token_layout.{name}`")
+
+
+for _name in TOKEN_FIELDS:
+    setattr(FlashVStreamProcessor, _name, _token_field(_name))
+
+
 def _strategy(value):
     """A padding/truncation value as a plain bool or string (`PaddingStrategy.LONGEST` -> `"longest"`)."""
     return getattr(value, "value", value)
@@ -464,35 +497,16 @@ def _stack_videos(pixels: list[np.ndarray | None]) -> dict[str, np.ndarray]:
     return {"pixel_values_videos": values, "video_frame_mask": mask}
 
 
-def _is_frame(item) -> bool:
-    """A single image: PIL image or a 2-D/3-D array or tensor."""
-    if hasattr(item, "getbands"):  # PIL.Image.Image without importing PIL
-        return True
-    return hasattr(item, "ndim") and item.ndim in (2, 3)
-
-
-def _as_frames(video) -> list:
-    """A video given as an array `[T, H, W, C]` or a list of frames -> list of frames."""
-    if hasattr(video, "ndim"):
-        if video.ndim != 4:
-            raise ValueError(f"a video array must be [frames, height, width, channels], got shape {tuple(video.shape)}")
-        return list(video.numpy() if hasattr(video, "numpy") else video)
-    frames = list(video)
-    if not all(_is_frame(f) for f in frames):
-        raise ValueError("a video list must hold frames (PIL images or [height, width, channels] arrays)")
-    return frames
-
-
 def _as_video_list(videos) -> list:
     """Normalise the `videos` argument to a list of videos, `None` for a prompt without one."""
     if isinstance(videos, (str, os.PathLike)) or hasattr(videos, "ndim"):
         return [videos]
-    if _is_frame(videos):
+    if is_frame(videos):
         return [[videos]]
     videos = list(videos)
     if not videos:
         raise ValueError("videos is empty")
-    if all(_is_frame(v) for v in videos):  # one video given as a list of frames
+    if all(is_frame(v) for v in videos):  # one video given as a list of frames
         return [videos]
     return [_one_video(video) for video in videos]
 
@@ -500,7 +514,7 @@ def _as_video_list(videos) -> list:
 def _one_video(video):
     """One prompt's entry: a video, or `None`. apply_chat_template passes each conversation's videos as a list
     (empty for a conversation without one)."""
-    if isinstance(video, (list, tuple)) and not (video and all(_is_frame(f) for f in video)):
+    if isinstance(video, (list, tuple)) and not (video and all(is_frame(f) for f in video)):
         if len(video) > 1:
             raise ValueError(f"each prompt takes one video, got {len(video)}")
         return _one_video(video[0]) if video else None

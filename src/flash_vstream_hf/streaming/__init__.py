@@ -13,7 +13,7 @@ with StreamingSession(model, processor) as session:
 
 from .answering import Answer, AnswerStream, NoFramesError, StreamSnapshot
 from .backlog import FrameBacklog
-from .session import StreamingSession, StreamStatus
+from .session import StreamingSession
 from .sources import (
     FileSource,
     FrameSource,
@@ -23,6 +23,7 @@ from .sources import (
     StreamInterruptedError,
     open_source,
 )
+from .status import StreamStatus
 
 __all__ = [
     "Answer",

@@ -6,6 +6,9 @@ One process, two background threads per session:
     vision tower on everything waiting (up to `max_batch` frames), STAR consolidation frame by frame]
 
 and questions from any thread, each reading an immutable memory snapshot while ingest goes on.
+Frames are checked with the processing package's frame rule (`check_frame`) and preprocessed through the
+processor's entry point (`preprocess_frames`); the status (`status.py`) and the model warm-up (`warm_up.py`) are
+modules of their own.
 
 The vision tower runs on batches (the expensive part, and what lets ingest catch up when it falls behind), but
 frames enter the memory one at a time, so the memory is the same whatever the batching and however fast the
@@ -30,84 +33,27 @@ import contextlib
 import os
 import threading
 import time
-import weakref
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 from transformers.utils import logging
 
 from ..modeling import FlashVStreamMemory
+from ..processing.frames_flash_vstream import check_frame
 from ..processing.video_io import VideoFrame
 from .answering import Answer, AnswerStream, NoFramesError, StreamSnapshot, TimedTextStreamer, generate_answer
 from .backlog import BACKLOG_POLICIES, FrameBacklog
-from .sources import FrameSource, StreamInterruptedError, _as_seconds, downscale_frame, frame_image, open_source
+from .sources import FrameSource, StreamInterruptedError, _as_seconds, downscale_frame, open_source
+from .status import StreamStatus
+from .warm_up import ensure_warm
 
 logger = logging.get_logger(__name__)
 
 _TIME_EPSILON = 1e-6  # seconds, as in video_io: absorbs pts * time_base rounding
 ACTIVE_STATES = ("starting", "running", "stopping")  # a stream is open: start() is refused
 ENDED_STATES = ("finished", "stopped", "failed")
-
-# One lock per loaded model, for its warm-up: the first forward of a module may change it (bitsandbytes repacks
-# 4-bit weights on CPU, kernels get selected), so it must not run from two threads at once. After the warm-up,
-# sessions sharing the model run the vision tower and generate() concurrently: both are pure forwards.
-_MODEL_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_WARM_MODELS: weakref.WeakSet = weakref.WeakSet()
-_REGISTRY_LOCK = threading.Lock()
-
-
-@dataclass(frozen=True)
-class StreamStatus:
-    """Counters of a session. Once a stream has ended, `frames_in = frames_ingested + frames_dropped +
-    frames_failed`."""
-
-    state: str  # "idle", "starting", "running", "stopping", "finished", "stopped" or "failed"
-    source: str | None
-    stream_time: float | None  # timestamp of the newest frame in memory (current source)
-    frames_in: int  # sampled frames read from the sources
-    frames_ingested: int
-    frames_dropped: int  # skipped by the "drop" backlog policy (or discarded by stop())
-    frames_failed: int  # bad frames (bad image or timestamp), logged and skipped
-    bad_timestamps: int  # of frames_failed: no finite timestamp, or earlier than the previous frame's
-    timestamp_resets: int  # backward jumps of a source's timestamps, each re-based as a new segment
-    backlog: int  # frames waiting for the ingest thread
-    backlog_bytes: int  # their image bytes: at most max_backlog * 3 * MAX_ASPECT_RATIO * max_frame_side**2
-    # frames per second the ingest thread gets through while busy (preprocessing + vision + memory, recent
-    # batches): its capacity. Above the source's sampled fps, ingest keeps up with a live stream.
-    ingest_fps: float | None
-    memory_frames: int  # frames the memory has seen, a resumed memory's included
-    memory_tokens: int
-    memory_bytes: int
-    questions_answered: int
-    questions_failed: int
-    error: str | None  # why the last source ended early, if it did
-    failed_at: float | None  # the stream time it had reached then (its last frame read); None if none was
-
-    def line(self) -> str:
-        """One line for a terminal status bar."""
-        time_text = "--" if self.stream_time is None else _clock(self.stream_time)
-        fps_text = "--" if self.ingest_fps is None else f"{self.ingest_fps:.1f}"
-        parts = [
-            f"{self.state}",
-            f"t={time_text}",
-            f"frames={self.frames_ingested}",
-            f"ingest={fps_text} fps",
-            f"memory={self.memory_tokens} tokens/{_size(self.memory_bytes)}",
-        ]
-        if self.backlog:
-            parts.append(f"backlog={self.backlog}")
-        if self.frames_dropped:
-            parts.append(f"dropped={self.frames_dropped}")
-        if self.frames_failed:
-            parts.append(f"bad={self.frames_failed}")
-        if self.timestamp_resets:
-            parts.append(f"segments={self.timestamp_resets + 1}")
-        if self.error:
-            where = "" if self.failed_at is None else f" at {_clock(self.failed_at)}"
-            parts.append(f"error{where}: {self.error}")
-        return " | ".join(parts)
 
 
 class StreamingSession:
@@ -126,7 +72,7 @@ class StreamingSession:
             the vision tower's input size (448 for a 224-pixel CLIP), so CLIP preprocessing sees enough pixels
             and a queued frame takes at most 2.4 MB (0.8 MB at 4:3) whatever the source's resolution.
         generation_kwargs: defaults for `generate()` in `ask`, e.g. `{"max_new_tokens": 128}`.
-        warm_up: run the model once per process before using it from threads (see `_MODEL_LOCKS`).
+        warm_up: run the model once per process before using it from threads (see `warm_up.py`).
 
     One stream at a time: `start()` while a stream is starting, running or stopping raises `RuntimeError`.
 
@@ -165,7 +111,7 @@ class StreamingSession:
         self.processor = processor
         if memory is None:
             memory = model.new_memory(1)
-        model.model.check_memory(memory)
+        model.check_memory(memory)
         if memory.batch_size != 1:
             raise ValueError(f"a session streams one video: memory must have batch size 1, got {memory.batch_size}")
         self.memory = memory
@@ -491,7 +437,7 @@ class StreamingSession:
         """The frame's `[h, w, 3]` uint8 image, downscaled to `max_frame_side`; None (logged, counted) for an
         image the model must not see."""
         try:
-            return downscale_frame(frame_image(image), self.max_frame_side)
+            return downscale_frame(check_frame(image), self.max_frame_side)
         except Exception as error:
             logger.warning("bad frame at %.3f s skipped: %s", timestamp, error)
             with self._lock:
@@ -569,7 +515,7 @@ class StreamingSession:
             return 0
         try:
             with torch.no_grad():
-                features = self.model.model.get_frame_features(pixels.unsqueeze(0))  # [1, T, P_spa^2, D]
+                features = self.model.get_frame_features(pixels.unsqueeze(0))  # [1, T, P_spa^2, D]
         except Exception:
             logger.exception("vision tower failed on %d frames; they are skipped", len(frames))
             with self._lock:
@@ -615,8 +561,8 @@ class StreamingSession:
         return (torch.cat(pixels) if pixels else None), kept
 
     def _pixels(self, images: list) -> torch.Tensor:
-        """`[T, 3, H, W]` for images the reader has checked (`frame_image`)."""
-        return self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
+        """`[T, 3, H, W]` for images the reader has checked (`check_frame`), through the processor's entry point."""
+        return self.processor.preprocess_frames(images, return_tensors="pt")
 
     def _resolve_checkpoints(self, before: float) -> None:
         """Hand out the snapshots asked for times earlier than the frame about to be added."""
@@ -637,20 +583,9 @@ class StreamingSession:
                 self._answered += 1
 
     def _ensure_warm(self) -> None:
-        """Run the model once (one blank frame, one generated token) before threads share it."""
-        if not self._warm_up:
-            return
-        with _REGISTRY_LOCK:
-            lock = _MODEL_LOCKS.setdefault(self.model, threading.Lock())
-        with lock:
-            if self.model in _WARM_MODELS:
-                return
-            size = self.model.config.vision_config.image_size
-            with torch.no_grad():
-                scratch = self.model.update_memory(torch.zeros(1, 1, 3, size, size))
-            snapshot = StreamSnapshot(scratch, 0.0)
-            generate_answer(self.model, self.processor, "warm up", snapshot, {"max_new_tokens": 1}, time.perf_counter())
-            _WARM_MODELS.add(self.model)
+        """Run the model once before threads share it (`warm_up.ensure_warm`: once per model and process)."""
+        if self._warm_up:
+            ensure_warm(self.model, self.processor)
 
 
 def _settle(
@@ -678,13 +613,3 @@ def _resolve(future: Future, result=None, error: BaseException | None = None) ->
             future.set_exception(error)
     except InvalidStateError:
         pass
-
-
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(seconds, 60)
-    hours, minutes = divmod(int(minutes), 60)
-    return f"{hours:d}:{minutes:02d}:{secs:04.1f}" if hours else f"{minutes:02d}:{secs:04.1f}"
-
-
-def _size(nbytes: int) -> str:
-    return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{nbytes / 2**10:.1f} KiB"

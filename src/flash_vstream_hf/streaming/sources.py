@@ -13,8 +13,9 @@ that frame as bad and goes on), and one that goes back (two recordings concatena
 starts a new segment, re-based so that stream time never goes back. A source that fails mid-stream raises; the
 session reports it as a `StreamInterruptedError` with the stream time it reached.
 
-`frame_image` and `downscale_frame` are the session's checks at its boundary: every queued frame is an
-`[H, W, 3]` uint8 array, at most `max_side` on its shorter side and `MAX_ASPECT_RATIO * max_side` on its longer.
+`frame_image` (`check_frame` of `processing/frames_flash_vstream.py`, the one frame rule) and `downscale_frame`
+are the session's checks at its boundary: every queued frame is an `[H, W, 3]` uint8 array, at most `max_side` on
+its shorter side and `MAX_ASPECT_RATIO * max_side` on its longer.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 from transformers.utils import logging
 
+from ..processing.frames_flash_vstream import check_frame, to_rgb_array
 from ..processing.video_io import TimestampSampler, TruncatedVideoError, VideoFrame, iter_video_frames, resolve_backend
 
 logger = logging.get_logger(__name__)
@@ -312,7 +314,7 @@ class IteratorSource(FrameSource):
             if not math.isfinite(timestamp):
                 yield VideoFrame(math.nan, image)  # unplaceable: the session counts it as a bad frame
             elif sampler.accept(timestamp):
-                yield VideoFrame(timestamp, _as_rgb_array(image))
+                yield VideoFrame(timestamp, to_rgb_array(image))
 
     def _split(self, index: int, item, wall_start: float) -> tuple:
         """`(raw timestamp, image)` of one item of the iterable."""
@@ -361,19 +363,8 @@ def open_source(
     )
 
 
-def frame_image(image) -> np.ndarray:
-    """The `[H, W, 3]` uint8 RGB array of a frame (a PIL image, an array or a tensor); raises `ValueError` or
-    `TypeError` naming what is wrong, e.g. NaN or infinite values, which must never reach the model."""
-    array = _as_rgb_array(image, strict=True)
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"a frame must be a PIL image or an [H, W, 3] uint8 array, got {type(image).__name__}")
-    if array.ndim != 3 or array.shape[-1] != 3 or array.shape[0] < 1 or array.shape[1] < 1:
-        raise ValueError(f"a frame must be an [H, W, 3] array, got shape {tuple(array.shape)}")
-    if array.dtype.kind in "fc" and not np.isfinite(array).all():
-        raise ValueError(f"a frame has NaN or infinite values ({array.dtype})")
-    if array.dtype != np.uint8:
-        raise ValueError(f"a frame must be uint8 RGB, got dtype {array.dtype}")
-    return array
+# The stream's frame check is the processing package's (`check_frame`); kept under its earlier name.
+frame_image = check_frame
 
 
 def downscale_frame(image: np.ndarray, max_side: int) -> np.ndarray:
@@ -402,28 +393,6 @@ def _as_seconds(raw) -> float | None:
     except (TypeError, ValueError, OverflowError):
         return None
     return seconds if math.isfinite(seconds) else None
-
-
-def _as_rgb_array(image, strict: bool = False):
-    """PIL images become `[H, W, 3]` arrays and tensors arrays; anything else is passed on as it is. A PIL image
-    that cannot be converted (a truncated file) is passed on too, unless `strict`: `frame_image` rejects it."""
-    if hasattr(image, "getbands"):  # PIL.Image.Image without importing PIL
-        try:
-            return _pil_to_rgb(image)
-        except Exception:
-            if strict:
-                raise
-            return image
-    if hasattr(image, "numpy") and hasattr(image, "detach"):  # torch tensor
-        return image.detach().cpu().numpy()
-    return image
-
-
-def _pil_to_rgb(image) -> np.ndarray:
-    # a float image: RGB conversion would turn NaN/inf into ordinary pixels, so check it first
-    if getattr(image, "mode", None) == "F" and not np.isfinite(np.asarray(image)).all():
-        raise ValueError(f"a frame has NaN or infinite values (PIL mode {image.mode})")
-    return np.asarray(image.convert("RGB"))
 
 
 def _paced(frames: Iterator[VideoFrame], speed: float | None, stop: threading.Event) -> Iterator[VideoFrame]:
