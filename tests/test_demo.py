@@ -1,4 +1,5 @@
-"""The README's built-in default: `flash-vstream demo` runs offline on a tiny model and says what it is."""
+"""`flash-vstream demo --model tiny`: the whole pipeline on the tiny random model, which says what it is (the
+default demo, the trained model, is tested in tests/test_demo_model.py)."""
 
 import subprocess
 import sys
@@ -7,7 +8,7 @@ from flash_vstream_hf.cli import main
 
 
 def test_demo_runs_the_whole_pipeline(capsys):
-    assert main(["demo", "--seconds", "12", "--max-new-tokens", "3"]) == 0
+    assert main(["demo", "--model", "tiny", "--seconds", "12", "--max-new-tokens", "3"]) == 0
     out = capsys.readouterr().out
     assert "TINY MODEL WITH RANDOM WEIGHTS" in out
     assert "[offline] 12 frames" in out

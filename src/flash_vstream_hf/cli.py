@@ -12,11 +12,16 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS = {
-    "demo": ("flash_vstream_hf.demo", "run the built-in demo: a tiny model on a generated video, offline, on CPU"),
+    "demo": ("flash_vstream_hf.demo", "a small trained model answers about a synthetic stream (offline, CPU)"),
+    "train-demo": ("flash_vstream_hf.train_demo", "train the demo model from scratch on synthetic streams (CPU)"),
     "chat": ("flash_vstream_hf.commands.chat", "play a video file or live stream and ask questions while it runs"),
     "ask": ("flash_vstream_hf.commands.ask", "answer questions about a video as of given timestamps, in one pass"),
+    "eval": ("flash_vstream_hf.commands.eval", "run a benchmark streaming: each question asked at its timestamp"),
+    "export-synthetic": ("flash_vstream_hf.commands.export_synthetic", "write the synthetic benchmark (VStream-QA)"),
     "convert": ("flash_vstream_hf.conversion.convert", "convert the official checkpoint (original layout) to this format"),
     "export-hub": ("flash_vstream_hf.conversion.export_hub", "add remote code, model card and handler for the Hub; upload"),
+    "serve": ("flash_vstream_hf.commands.serve", "web app: play a stream and ask about it while it plays"),
+    "export-space": ("flash_vstream_hf.commands.export_space", "write the web app as a Hugging Face Space folder"),
     "bench": ("flash_vstream_hf.benchmarks.cli", "benchmarks: STAR memory vs the alternatives (--quick for CI)"),
 }
 

@@ -1,0 +1,85 @@
+"""`flash-vstream serve`: the web app. Pick a built-in stream, upload a video, or open a webcam or stream URL;
+it plays while the model ingests it into STAR memory; ask questions at any moment (one memory per browser tab,
+one loaded model for all).
+
+`--model` is `demo` (the small trained model, the default when it is installed), `tiny` (random weights, the
+default otherwise) or a converted checkpoint folder / Hub id, loaded as `chat` loads it (`--device`,
+`--dtype`, `--load-in-4bit`). Binds to 127.0.0.1: to let other machines in, pass `--host 0.0.0.0`, knowing that
+a visitor can then make the server open any stream URL it can reach.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..serving.app import DEFAULT_HOST, DEFAULT_PORT
+from .common import DTYPES, TINY, load_model
+
+DEMO = "demo"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--model", default=None,
+        help="demo (the small trained model; default when installed), tiny (random weights; default otherwise), "
+        "or a converted checkpoint folder or Hub id",
+    )  # fmt: skip
+    group.add_argument("--device", default=None, help="cpu, cuda, cuda:1 or auto; default cuda if available")
+    group.add_argument("--dtype", choices=DTYPES, default="auto", help="weights dtype (default: the checkpoint's)")
+    group.add_argument("--load-in-4bit", action="store_true", help="bitsandbytes NF4 weights for the LLM")
+    server = parser.add_argument_group("server")
+    server.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST}: this machine)")
+    server.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free)")
+    server.add_argument("--max-sessions", type=int, default=8, help="browser tabs served at once (default 8)")
+    server.add_argument("--max-new-tokens", type=int, default=None, help="answer length (default: per model)")
+    server.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+
+
+def resolve(args: argparse.Namespace):
+    """The `ServedModel` for the arguments; `SystemExit(1)` with one line on stderr when it cannot be loaded."""
+    from ..serving.loading import default_model, demo_checkpoint, describe
+
+    name = args.model or default_model()
+    if name == DEMO:
+        checkpoint = demo_checkpoint()
+        if checkpoint is None:
+            print("flash-vstream serve: error: --model demo: the demo model is not installed "
+                  "(train it with `flash-vstream train-demo`), use --model tiny", file=sys.stderr)  # fmt: skip
+            raise SystemExit(1)
+        if not (args.load_in_4bit or args.device or args.dtype != "auto"):
+            from ..synthetic.checkpoint import demo_model
+
+            model, processor = demo_model()  # the demo's own loader, as `flash-vstream demo` uses it
+        else:  # a converted folder like any other: the options apply as they do to `chat`
+            model, processor = load_model(_with_model(args, str(checkpoint)))
+        return describe(model, processor, DEMO)
+    model, processor = load_model(_with_model(args, name))  # a failure: one line on stderr, exit status 1
+    return describe(model, processor, TINY if name == TINY else name)
+
+
+def _with_model(args: argparse.Namespace, model: str) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(args), "model": model, "command": "serve"})
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..serving import ServeApp
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    served = resolve(args)
+    if args.max_new_tokens:
+        served.max_new_tokens = args.max_new_tokens
+    app = ServeApp(served, max_sessions=args.max_sessions)
+    print(f"model: {served.name}; open http://{args.host}:{args.port or '<port>'} (Ctrl-C to stop)", file=sys.stderr)
+    try:
+        app.launch(host=args.host, port=args.port or None, block=True)
+    except KeyboardInterrupt:
+        pass
+    except OSError as error:  # the port is taken, the address is not this machine's
+        print(f"flash-vstream serve: error: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
+        return 1
+    return 0

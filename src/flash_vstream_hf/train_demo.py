@@ -1,0 +1,59 @@
+"""`flash-vstream train-demo`: train the built-in demo model from scratch on synthetic streams (CPU, one core).
+
+Reproducible from `--seed`: streams, questions, initialisation and k-means are all seeded, and torch runs on one
+thread. The defaults are the settings the shipped checkpoint (`flash_vstream_hf/demo_model/`) was trained with;
+see `flash_vstream_hf/synthetic/training.py` for the method. A progress bar shows the running loss and answer
+accuracy per family; `--log` appends one JSON line per `--log-every` steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .synthetic.training import TrainSettings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = TrainSettings()
+    parser.add_argument("--output-dir", default="flash-vstream-demo-model", help="where the checkpoint is saved")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--streams-per-step", type=int, default=defaults.streams_per_step)
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--first-stage-steps", type=int, default=defaults.first_stage_steps)
+    parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
+    parser.add_argument("--stop-after", type=int, default=None, help="stop after this many of the planned steps")
+    parser.add_argument("--init-from", default=None, help="continue from a checkpoint train-demo saved")
+    parser.add_argument("--step-offset", type=int, default=0, help="steps done before --init-from (new streams)")
+    parser.add_argument("--min-length", type=int, default=defaults.min_length, help="frames per training stream")
+    parser.add_argument("--max-length", type=int, default=defaults.max_length)
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this wall time")
+    parser.add_argument("--log", default=None, help="append the loss/accuracy log (JSON lines) to this file")
+    parser.add_argument("--log-every", type=int, default=defaults.log_every)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the step is tiny)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .synthetic.training import train
+
+    torch.set_num_threads(args.threads)
+    settings = TrainSettings(
+        seed=args.seed,
+        steps=args.steps,
+        streams_per_step=args.streams_per_step,
+        learning_rate=args.learning_rate,
+        first_stage_steps=args.first_stage_steps,
+        warmup_steps=args.warmup_steps,
+        stop_after=args.stop_after,
+        init_from=args.init_from,
+        step_offset=args.step_offset,
+        min_length=args.min_length,
+        max_length=args.max_length,
+        max_minutes=args.max_minutes,
+        log_every=args.log_every,
+    )
+    train(settings, args.output_dir, args.log)
+    print(f"saved to {args.output_dir}")
+    return 0
