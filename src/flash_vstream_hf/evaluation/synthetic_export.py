@@ -10,14 +10,18 @@ its frames (one per second) and its `ExportQuestion`s (id, question, answer, tim
 
 `synthetic_streams()` builds that description from the synthetic world (`flash_vstream_hf.synthetic`): held-out
 streams (seeds from 0; training uses others), questions of every family asked at frames `L-1, L-6, L-11, L-16`
-of a stream of `L` frames. A question asked at frame `t` has timestamp `t` s: its memory holds frames 0..t.
-Answers are single words, so they are scored by exact match (`kind` yes_no or short), no judge needed.
+of a stream of `L` frames: the questions the demo model's own evaluation (`flash-vstream demo --eval`) asks of
+the same seeds at length `L`, drawn by its code (`synthetic.evaluation.held_out_questions`). A question asked at
+frame `t` has timestamp `t` s: its memory holds frames 0..t. Answers are single words, so they are scored by
+exact match (`kind` yes_no or short), no judge needed. `flash-vstream eval` then gives the demo model the scores
+its own evaluation gives it with each stream evaluated alone (`tests/test_eval_demo_model.py`); evaluated as a
+batch of streams, a STAR memory's k-means initialisation, drawn from one generator for the whole batch, can
+change a rare answer.
 """
 
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,34 +88,33 @@ def export_vstream_qa(streams: Iterable[ExportStream], output_dir: str | Path, i
 def synthetic_streams(
     num_streams: int = 8, length: int = 100, per_family: int = 2, first_seed: int = 0, moments: int = 4
 ) -> list[ExportStream]:
-    """Held-out synthetic streams of `length` frames with their questions (see the module docstring)."""
-    from ..synthetic import FAMILIES, QuestionMaker, SyntheticStream, ask
+    """Held-out synthetic streams of `length` frames with their questions (see the module docstring).
 
+    The questions are those the demo model's own evaluation (`flash-vstream demo --eval`,
+    `synthetic.evaluation.held_out_questions`) asks at checkpoint length `length`, drawn by the same code from the
+    same seeds, so `flash-vstream eval` on this export scores what `evaluate(lengths=(length,), streams=1,
+    per_family=per_family, first_seed=seed)` scores on each stream."""
+    from ..synthetic import SyntheticStream
+    from ..synthetic.evaluation import held_out_questions
+
+    moments = min(moments, (length - 1) // 5 + 1)  # no question before the first frame of a short stream
     streams = []
     for seed in range(first_seed, first_seed + num_streams):
         world = SyntheticStream(seed)
-        maker = QuestionMaker(world)
-        rng = random.Random(f"export-{seed}-{length}")
-        questions = []
-        for k in range(moments):
-            t = length - 1 - 5 * k
-            if t < 0:
-                break
-            for family in FAMILIES:
-                for index in range(per_family):
-                    question = ask(maker, family, t, rng)
-                    if question is None:
-                        continue
-                    kind = "yes_no" if set(question.options) == {"yes", "no"} else "short"
-                    questions.append(
-                        ExportQuestion(
-                            id=f"syn{seed}_t{t}_{family}_{index}",
-                            question=question.text,
-                            answer=question.answer,
-                            timestamp=float(t),
-                            type=family,
-                            kind=kind,
-                        )
+        questions, index = [], {}
+        for t, asked in held_out_questions(world, (length,), per_family, moments).items():
+            for _, question in asked:
+                number = index[t, question.family] = index.get((t, question.family), -1) + 1
+                kind = "yes_no" if set(question.options) == {"yes", "no"} else "short"
+                questions.append(
+                    ExportQuestion(
+                        id=f"syn{seed}_t{t}_{question.family}_{number}",
+                        question=question.text,
+                        answer=question.answer,
+                        timestamp=float(t),
+                        type=question.family,
+                        kind=kind,
                     )
+                )
         streams.append(ExportStream(f"synthetic_{seed:04d}", length, world.frame, questions))
     return streams
