@@ -157,6 +157,8 @@ def test_get_video_features_honours_return_dict_and_output_flags(frames):
     assert len(out.hidden_states) == vision.num_hidden_layers + 1
     assert out.hidden_states[0].shape[0] == 2 * 3  # the vision tower's, per frame
     assert len(out.attentions) == vision.num_hidden_layers
+    model.config.output_hidden_states = True  # an unset flag follows the config
+    assert len(model.get_video_features(pixels).hidden_states) == vision.num_hidden_layers + 1
 
 
 def test_weights_missing_from_a_checkpoint_get_the_sub_models_own_init(config):

@@ -400,6 +400,11 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
         if isinstance(pixel_values_videos, FlashVStreamMemory):
             raise TypeError("get_video_features takes frames first; pass a memory as video_memory=")
         hidden_states = attentions = None
+        # as every transformers model: an unset flag follows the config (`config.output_hidden_states = True`)
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         if pixel_values_videos is not None:
             if output_hidden_states or output_attentions:
                 _, hidden_states, attentions = self._encode_frames(
