@@ -5,7 +5,6 @@ Remote-code friendly: it imports only transformers, numpy, PIL and `video_io` fr
 
 # No `from __future__ import annotations`: transformers reads the kwargs TypedDicts' annotations as classes.
 
-import dataclasses
 import os
 from collections.abc import Iterable
 from typing import ClassVar, NamedTuple
@@ -15,7 +14,7 @@ from transformers import BatchFeature
 from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, Unpack, VideosKwargs
 
 from .frames_flash_vstream import as_frames, is_frame
-from .memory_tokens_flash_vstream import TOKEN_FIELDS, TokenLayout
+from .memory_tokens_flash_vstream import TokenLayout
 from .video_io import evenly_spaced_indices, iter_video_frames
 
 SYSTEM_PROMPT = (
@@ -134,11 +133,14 @@ class FlashVStreamProcessor(ProcessorMixin):
         self.video_token = video_token
         self.fps = fps
         self.video_backend = video_backend
-        # the model's layout for the token count, held as one object (saved as its seven fields, see `to_dict`)
-        self.token_layout = TokenLayout(
-            spatial_pool_size, temporal_pool_size, abstract_pool_size, spatial_length, temporal_length,
-            abstract_length, retrieved_length,
-        )  # fmt: skip
+        # the model's STAR fields the token count needs (saved in processor_config.json; see `token_layout`)
+        self.spatial_pool_size = spatial_pool_size
+        self.temporal_pool_size = temporal_pool_size
+        self.abstract_pool_size = abstract_pool_size
+        self.spatial_length = spatial_length
+        self.temporal_length = temporal_length
+        self.abstract_length = abstract_length
+        self.retrieved_length = retrieved_length
         super().__init__(image_processor, tokenizer, chat_template=chat_template or VICUNA_V1_CHAT_TEMPLATE, **kwargs)
         self.video_token_id = self.tokenizer.convert_tokens_to_ids(video_token)
         if self.video_token_id is None or self.video_token_id == self.tokenizer.unk_token_id:
@@ -149,9 +151,10 @@ class FlashVStreamProcessor(ProcessorMixin):
         """A processor whose token counts follow `config` (a `FlashVStreamConfig`)."""
         return cls(image_processor, tokenizer, **TokenLayout.from_config(config).to_dict(), **kwargs)
 
-    def to_dict(self) -> dict:
-        """`ProcessorMixin.to_dict` plus the token layout's fields, saved flat in processor_config.json as before."""
-        return {**super().to_dict(), **self.token_layout.to_dict()}
+    @property
+    def token_layout(self) -> TokenLayout:
+        """The fields the memory's token count depends on, as the one count definition takes them."""
+        return TokenLayout.from_config(self)
 
     @property
     def model_input_names(self) -> list[str]:
@@ -444,22 +447,6 @@ class FlashVStreamProcessor(ProcessorMixin):
             )
         offsets = row.offsets[keep] if row.offsets is not None else None
         return _Encoded(row.ids[keep], offsets, row.replacements)
-
-
-def _token_field(name: str) -> property:
-    """`processor.<name>` reads (and sets) that field of `processor.token_layout`."""
-
-    def get(self):
-        return getattr(self.token_layout, name)
-
-    def set(self, value):
-        self.token_layout = dataclasses.replace(self.token_layout, **{name: value})
-
-    return property(get, set, doc=f"`token_layout.{name}`")
-
-
-for _name in TOKEN_FIELDS:
-    setattr(FlashVStreamProcessor, _name, _token_field(_name))
 
 
 def _strategy(value):
