@@ -157,6 +157,11 @@ def test_get_video_features_honours_return_dict_and_output_flags(frames):
     assert len(out.hidden_states) == vision.num_hidden_layers + 1
     assert out.hidden_states[0].shape[0] == 2 * 3  # the vision tower's, per frame
     assert len(out.attentions) == vision.num_hidden_layers
+    calls = []
+    model.model.vision_tower.register_forward_hook(lambda *_: calls.append(1))
+    with_states = model.get_video_features(pixels, output_hidden_states=True)
+    assert len(calls) == 1  # one vision pass gives the memory's features and the hidden states
+    torch.testing.assert_close(with_states.pooler_output, as_tuple[1])
     model.config.output_hidden_states = True  # an unset flag follows the config
     assert len(model.get_video_features(pixels).hidden_states) == vision.num_hidden_layers + 1
 

@@ -190,6 +190,13 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
         Returns:
             `[B, T, P_spa^2, D]`: hidden state `vision_feature_layer` without CLS, average-pooled to P_spa x P_spa.
         """
+        return self._encode_frames(pixel_values_videos)[0]
+
+    def _encode_frames(
+        self, pixel_values_videos: torch.Tensor, output_attentions: bool = False, keep_hidden_states: bool = False
+    ) -> tuple[torch.Tensor, tuple | None, tuple | None]:
+        """Pooled features `[B, T, P_spa^2, D]` of valid frames, and the vision tower's own hidden states and
+        attentions (per frame, `[B*T, g*g + 1, D]` each) when asked for."""
         size = self.config.vision_config.image_size
         if not isinstance(pixel_values_videos, torch.Tensor) or pixel_values_videos.dim() != 5:
             shape = (
@@ -206,14 +213,6 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
                 f"pixel_values_videos frames must be [3, {size}, {size}], got {[channels, height, width]}; "
                 "preprocess them with the model's processor"
             )
-        return self._encode_frames(pixel_values_videos)[0]
-
-    def _encode_frames(
-        self, pixel_values_videos: torch.Tensor, output_attentions: bool = False, keep_hidden_states: bool = False
-    ) -> tuple[torch.Tensor, tuple | None, tuple | None]:
-        """Pooled features `[B, T, P_spa^2, D]` of valid frames, and the vision tower's own hidden states and
-        attentions (per frame, `[B*T, g*g + 1, D]` each) when asked for."""
-        batch, frames = pixel_values_videos.shape[:2]
         dtype = floating_dtype(self.vision_tower, self.dtype)
         device = execution_device(self.vision_tower)
         pooled, hidden_states, attentions = [], [], []
@@ -266,6 +265,7 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
         pixel_values_videos: torch.Tensor,
         video_frame_mask: torch.Tensor | None = None,
         video_memory: FlashVStreamMemory | None = None,
+        frame_features: torch.Tensor | None = None,
     ) -> VideoMemory:
         """Add the real frames of every video to a memory (gradients flow when enabled).
 
@@ -274,43 +274,43 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
             video_frame_mask: `[B, T]`, 1 for a real frame and 0 for padding (a batch of videos of different
                 lengths, or a text-only sample with no frame at all). `None`: every frame is real.
             video_memory: the memory of `B` streams to add the frames to, or `None` for a fresh one.
+            frame_features: `get_frame_features(pixel_values_videos)` when the caller already has it, so the
+                vision tower does not run twice.
         Returns:
             `video_memory` updated, or a new memory of `B` streams when every video has the same number of real
             frames; otherwise a list of one new memory per sample, `None` for a sample without frames. A STAR
             memory holds streams that have all seen the same number of frames, so videos of different lengths
             cannot share one, and padding frames must never enter a memory as real ones.
         """
-        videos = self._real_frames(pixel_values_videos, video_frame_mask)
+        encode = self.get_frame_features if frame_features is None else (lambda features: features)
+        videos = self._real_frames(pixel_values_videos if frame_features is None else frame_features, video_frame_mask)
         if isinstance(videos, torch.Tensor):
-            return self._add_frames(self.get_frame_features(videos), video_memory)
+            return self._add_frames(encode(videos), video_memory)
         if video_memory is not None:
             raise ValueError(
                 "video_frame_mask marks videos of different lengths, which can only start new memories; "
                 "add frames to an existing video_memory one stream length at a time"
             )
-        return [
-            None if video is None else self._add_frames(self.get_frame_features(video.unsqueeze(0)), None)
-            for video in videos
-        ]
+        return [None if video is None else self._add_frames(encode(video.unsqueeze(0)), None) for video in videos]
 
     @staticmethod
     def _real_frames(
-        pixel_values_videos: torch.Tensor, video_frame_mask: torch.Tensor | None
+        frames: torch.Tensor, video_frame_mask: torch.Tensor | None
     ) -> torch.Tensor | list[torch.Tensor | None]:
-        """`[B, T', 3, H, W]` when every sample has `T'` real frames, else one `[T_i, 3, H, W]` (or `None`) each."""
+        """Frames `[B, T, ...]` (pixels or their features) -> `[B, T', ...]` when every sample has `T'` real
+        frames, else one `[T_i, ...]` (or `None`) each."""
         if video_frame_mask is None:
-            return pixel_values_videos
-        if not isinstance(pixel_values_videos, torch.Tensor) or pixel_values_videos.dim() != 5:
+            return frames
+        if not isinstance(frames, torch.Tensor) or frames.dim() < 3:
             raise ValueError("pixel_values_videos must be a [batch, frames, 3, H, W] tensor")
-        mask = torch.as_tensor(video_frame_mask).to(device=pixel_values_videos.device).bool()
-        if mask.shape != pixel_values_videos.shape[:2]:
+        mask = torch.as_tensor(video_frame_mask).to(device=frames.device).bool()
+        if mask.shape != frames.shape[:2]:
             raise ValueError(
-                f"video_frame_mask must be [batch, frames] = {list(pixel_values_videos.shape[:2])}, "
-                f"got {list(mask.shape)}"
+                f"video_frame_mask must be [batch, frames] = {list(frames.shape[:2])}, got {list(mask.shape)}"
             )
         if bool(mask.all()):
-            return pixel_values_videos
-        videos = [video[keep] if bool(keep.any()) else None for video, keep in zip(pixel_values_videos, mask)]
+            return frames
+        videos = [video[keep] if bool(keep.any()) else None for video, keep in zip(frames, mask)]
         lengths = {0 if video is None else video.shape[0] for video in videos}
         if len(lengths) == 1 and 0 not in lengths:
             return torch.stack(videos)
@@ -406,11 +406,12 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
         )
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         if pixel_values_videos is not None:
-            if output_hidden_states or output_attentions:
-                _, hidden_states, attentions = self._encode_frames(
+            features = None
+            if output_hidden_states or output_attentions:  # one vision pass gives both the features and these
+                features, hidden_states, attentions = self._encode_frames(
                     pixel_values_videos, bool(output_attentions), bool(output_hidden_states)
                 )
-            video_memory = self.encode_videos(pixel_values_videos, video_frame_mask, video_memory)
+            video_memory = self.encode_videos(pixel_values_videos, video_frame_mask, video_memory, features)
         if video_memory is None:
             raise ValueError("get_video_features needs pixel_values_videos or a video_memory")
         vision = {"hidden_states": hidden_states, "attentions": attentions, "video_memory": video_memory}
