@@ -8,7 +8,6 @@ fetched) ends the command with one line on stderr naming the path and what is wr
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -168,15 +167,15 @@ def _check_safetensors(path: Path) -> None:
 
 
 def _read_json(path: Path) -> dict:
+    """`read_json` (the converter's checked reader), its errors as the one line the command prints."""
+    from ..conversion.original_checkpoint import CheckpointError, read_json
+
     try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
+        return read_json(path)
+    except OSError as error:
         raise ModelLoadError(f"{path} cannot be read: {_one_line(error)}") from error
-    except json.JSONDecodeError as error:
-        raise ModelLoadError(f"{path} is not valid JSON ({error}); the file is damaged or truncated") from error
-    if not isinstance(values, dict):
-        raise ModelLoadError(f"{path} is not a JSON object (got {type(values).__name__})")
-    return values
+    except CheckpointError as error:
+        raise ModelLoadError(str(error)) from error
 
 
 def _is_hub_id(model: str) -> bool:
