@@ -1,10 +1,14 @@
 """Helpers shared by test modules (fixtures live in conftest.py)."""
 
+import base64
 import functools
 import http.server
+import io
 import threading
 
+import numpy as np
 import torch
+from PIL import Image
 
 from flash_vstream_hf import FlashVStreamMemory
 
@@ -26,6 +30,17 @@ def prompt_inputs(processor, num_video_tokens: int, question: str = "What is mov
     chat = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
     text = processor.apply_chat_template(chat, add_generation_prompt=True)
     return processor(text=text, num_video_tokens=num_video_tokens, return_tensors="pt")
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def png(frame: np.ndarray) -> str:
+    """`frame` `[H, W, 3]` uint8 as a base64 PNG, as endpoint payloads carry images."""
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format="PNG")
+    return b64(buffer.getvalue())
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

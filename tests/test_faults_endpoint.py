@@ -4,8 +4,6 @@ request decodes its frames one at a time and encodes them a few at a time."""
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 import struct
 import time
@@ -14,13 +12,14 @@ import zlib
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from flash_vstream_hf.conversion import handler as endpoint
 from flash_vstream_hf.conversion.handler import EndpointHandler
 from flash_vstream_hf.tiny import synthetic_frame, write_synthetic_video
+
+from .helpers import b64, png
 
 QUESTION = "What happens?"
 GENERATE = {"max_new_tokens": 2, "do_sample": False}
@@ -50,16 +49,6 @@ def serving(tiny):
     """A handler around the tiny model, as `EndpointHandler(path)` builds one around a converted repo."""
     model, processor = tiny
     return EndpointHandler.from_model(model, processor)
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def png(frame: np.ndarray) -> str:
-    buffer = io.BytesIO()
-    Image.fromarray(frame).save(buffer, format="PNG")
-    return b64(buffer.getvalue())
 
 
 @lru_cache(maxsize=None)

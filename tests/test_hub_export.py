@@ -2,8 +2,6 @@
 be imported (and refuses a transformers release outside the tested range), its card names the repo and a pipeline
 task that runs, and its Inference Endpoints handler answers questions about a video at given times."""
 
-import base64
-import io
 import json
 import os
 import re
@@ -17,7 +15,6 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 from packaging.requirements import Requirement
-from PIL import Image
 from transformers import pipeline
 
 from flash_vstream_hf import FlashVStreamForConditionalGeneration, FlashVStreamProcessor
@@ -27,6 +24,7 @@ from flash_vstream_hf.conversion.handler import PayloadError, Question, parse_qu
 from flash_vstream_hf.modeling.transformers_compat import ALLOW_ANY_VERSION_ENV, SUPPORTED_TRANSFORMERS
 from flash_vstream_hf.tiny import synthetic_frame, write_synthetic_video
 
+from .helpers import b64, png
 from .original_layout import build_original_model, write_checkpoint, write_clip_folder
 
 QUESTION = "What happens?"
@@ -99,16 +97,6 @@ def exported(tmp_path_factory):
     convert_checkpoint(str(root / "original"), root / "repo", vision_tower=str(root / "clip"), dtype="float32")
     written = export_hub(root / "repo", repo_id=REPO_ID)
     return root, written
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def png(frame: np.ndarray) -> str:
-    buffer = io.BytesIO()
-    Image.fromarray(frame).save(buffer, format="PNG")
-    return b64(buffer.getvalue())
 
 
 @pytest.fixture(scope="module")
