@@ -4,6 +4,7 @@ shipped checkpoint (loadable, small, as accurate as reported), and the demo buil
 import json
 import random
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,7 +16,8 @@ from flash_vstream_hf.synthetic import QuestionMaker, SyntheticStream, ask
 from flash_vstream_hf.synthetic.batches import answer_words, pixel_values, question_batch
 from flash_vstream_hf.synthetic.checkpoint import demo_model, demo_model_path
 from flash_vstream_hf.synthetic.evaluation import evaluate, format_table
-from flash_vstream_hf.synthetic.spec import LAYOUTS, demo_config, demo_processor, with_layout
+from flash_vstream_hf.synthetic.grounding import GROUNDED_WORDS, GroundingHead
+from flash_vstream_hf.synthetic.spec import LAYOUTS, demo_config, demo_processor, with_layout, word_vocabulary
 from flash_vstream_hf.synthetic.training import TrainSettings, train, train_step
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -49,7 +51,9 @@ def test_update_memory_is_no_grad_and_the_training_path_reaches_the_vision_tower
 
 
 def test_a_few_dozen_steps_make_the_loss_fall(tmp_path):
-    settings = TrainSettings(steps=40, streams_per_step=8, first_stage_steps=40, log_every=5, save_every=1000)
+    settings = TrainSettings(
+        steps=40, streams_per_step=8, perception_steps=0, first_stage_steps=40, log_every=5, save_every=1000
+    )
     start = time.perf_counter()
     model, processor = train(settings, tmp_path / "model", tmp_path / "log.jsonl")
     assert time.perf_counter() - start < 60
@@ -59,6 +63,32 @@ def test_a_few_dozen_steps_make_the_loss_fall(tmp_path):
     reloaded, _ = demo_model(tmp_path / "model")  # what train() saves is what demo_model() loads
     for a, b in zip(model.state_dict().values(), reloaded.state_dict().values()):
         torch.testing.assert_close(a, b)
+
+
+def test_perception_steps_ground_the_frame_tokens_and_leave_no_head_in_the_checkpoint(tmp_path):
+    settings = TrainSettings(steps=80, streams_per_step=8, perception_steps=80, log_every=10, save_every=1000)
+    model, _ = train(settings, tmp_path / "model", tmp_path / "log.jsonl")
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert records[-1]["loss"] < 0.7 * records[0]["loss"]
+    assert records[-1]["grounded"] > records[0]["grounded"]
+    fresh = FlashVStreamForConditionalGeneration(demo_config())
+    assert set(model.state_dict()) == set(fresh.state_dict())  # the head is training-only
+
+
+def test_the_grounding_loss_joins_the_answer_loss_after_perception():
+    torch.manual_seed(0)
+    model = FlashVStreamForConditionalGeneration(demo_config()).train()
+    head = GroundingHead([word_vocabulary()[word] for word in GROUNDED_WORDS])
+    settings = TrainSettings(
+        streams_per_step=2, perception_steps=1, first_stage_steps=0, min_length=24, max_length=24, grounding_weight=1.0
+    )
+    variants = {layout: with_layout(model, layout) for layout in LAYOUTS}
+    result = train_step(model, variants, demo_processor(), settings, step=1, head=head)
+    assert 0.0 <= result["grounded"] <= 1.0 and result["now"] + result["recent"] + result["long-range"]
+    assert float(head.bias.grad.abs().sum()) > 0 and float(head.log_temperature.grad.abs()) > 0
+    head.zero_grad()
+    train_step(model, variants, demo_processor(), replace(settings, grounding_weight=0.0), step=1, head=head)
+    assert head.bias.grad is None or float(head.bias.grad.abs().sum()) == 0
 
 
 def test_the_shipped_checkpoint_is_small_and_loads(shipped):

@@ -166,3 +166,11 @@ def test_every_question_word_is_in_the_tokenizer_and_answers_are_single_words():
             ids = processor.tokenizer(q.text, add_special_tokens=False)["input_ids"]
             assert processor.tokenizer.unk_token_id not in ids
             assert q.answer in vocab and q.answer in q.options and " " not in q.answer
+
+
+def test_grounding_labels_follow_the_ground_truth():
+    from flash_vstream_hf.synthetic.grounding import GROUNDED_WORDS, frame_labels
+
+    labels = frame_labels(hand_built(), [5, 15, 23, 26])
+    on = [{GROUNDED_WORDS[i] for i in row.nonzero().flatten().tolist()} for row in labels]
+    assert on == [{"red", "circle"}, set(), {"blue", "square", "red", "triangle"}, {"green", "square", "red", "triangle"}]

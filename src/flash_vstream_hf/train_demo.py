@@ -20,6 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--streams-per-step", type=int, default=defaults.streams_per_step)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument(
+        "--perception-steps", type=int, default=defaults.perception_steps, help="grounding-only steps first"
+    )
+    parser.add_argument(
+        "--grounding-weight", type=float, default=defaults.grounding_weight, help="grounding loss weight after them"
+    )
     parser.add_argument("--first-stage-steps", type=int, default=defaults.first_stage_steps)
     parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
     parser.add_argument("--stop-after", type=int, default=None, help="stop after this many of the planned steps")
@@ -44,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps,
         streams_per_step=args.streams_per_step,
         learning_rate=args.learning_rate,
+        perception_steps=args.perception_steps,
+        grounding_weight=args.grounding_weight,
         first_stage_steps=args.first_stage_steps,
         warmup_steps=args.warmup_steps,
         stop_after=args.stop_after,

@@ -9,6 +9,10 @@ vision tower. Frames enter one at a time exactly as at inference, since a memory
 one an offline pass over the same frames gives (streaming k-means re-clusters at every frame).
 
 Tricks, and why:
+- A perception stage first (`perception_steps`, grounding loss only, on single frames, ten steps a second): the
+  projected frame token learns to point at the word embeddings of the colours and shapes it shows (see
+  `grounding.py` for why the questions about a named colour needed this). The grounding loss then stays on,
+  weighted, next to the answer loss (`grounding_weight`), so the answer loss cannot pull the features away.
 - A first stage of short clips (8 frames) with only *now* and *recent* questions: from scratch, the vision tower
   must first learn to see colours and shapes, and questions it cannot answer yet (long-range ones) only add
   noise; the short clips make these steps four times cheaper.
@@ -34,11 +38,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
+from torch.nn import functional as F
 
 from .batches import pixel_values, question_batch
+from .grounding import GROUNDED_WORDS, GroundingHead, frame_labels
 from .questions import FAMILIES, QuestionMaker, ask
-from .spec import LAYOUTS, demo_config, demo_processor, with_layout
+from .spec import LAYOUTS, demo_config, demo_processor, with_layout, word_vocabulary
 from .world import SyntheticStream
 
 TRAIN_SEED_BASE = 1_000_000  # training streams use seeds >= this; evaluation and the demo use seeds below it
@@ -53,6 +60,9 @@ class TrainSettings:
     learning_rate: float = 1e-3
     warmup_steps: int = 100
     weight_decay: float = 0.01
+    perception_steps: int = 0  # grounding loss only, on single frames (see grounding.py), before everything else
+    perception_frames: int = 16  # frames per stream in a perception step, drawn from its first 300 seconds
+    grounding_weight: float = 0.0  # weight of the grounding loss added to the answer loss after perception
     first_stage_steps: int = 300  # short clips, now/recent questions only (see the module docstring)
     first_stage_length: int = 8
     first_stage_family_weights: dict = field(default_factory=lambda: {"now": 0.6, "recent": 0.4})
@@ -74,10 +84,12 @@ def stream_length(settings: TrainSettings, step: int, rng: random.Random) -> int
     `[min_length, longest]`, where `longest` grows linearly to `max_length` over the first
     `curriculum_fraction` of the later steps (short streams first: they are cheap, and the spatial questions
     they teach are what the rest builds on)."""
+    step -= settings.perception_steps
     if step < settings.first_stage_steps:
         return settings.first_stage_length
     step -= settings.first_stage_steps
-    progress = min(1.0, step / max(1, settings.curriculum_fraction * (settings.steps - settings.first_stage_steps)))
+    later_steps = settings.steps - settings.perception_steps - settings.first_stage_steps
+    progress = min(1.0, step / max(1, settings.curriculum_fraction * later_steps))
     longest = round(settings.min_length + progress * (settings.max_length - settings.min_length))
     return rng.randint(settings.min_length, max(settings.min_length, longest))
 
@@ -94,20 +106,43 @@ def draw_questions(maker: QuestionMaker, t: int, count: int, weights: dict, rng:
     return questions
 
 
-def train_step(model, variants: dict, processor, settings: TrainSettings, step: int) -> dict:
-    """One step: returns the loss and the answer accuracy per family on this batch."""
+def training_streams(settings: TrainSettings, step: int) -> list[SyntheticStream]:
+    """The streams of `step`: seeds `TRAIN_SEED_BASE + step * streams_per_step + i`, never used twice."""
+    first = TRAIN_SEED_BASE + step * settings.streams_per_step
+    return [SyntheticStream(seed) for seed in range(first, first + settings.streams_per_step)]
+
+
+def perception_step(model, head: GroundingHead, settings: TrainSettings, step: int) -> dict:
+    """One grounding-only step on `perception_frames` random single frames of every stream of `step`."""
+    rng = random.Random(f"{settings.seed}-perception-{step}")
+    streams = training_streams(settings, step)
+    times = [[rng.randrange(300) for _ in range(settings.perception_frames)] for _ in streams]
+    frames = np.stack([np.stack([s.frame(t) for t in ts]) for s, ts in zip(streams, times)])
+    labels = torch.stack([frame_labels(s, ts) for s, ts in zip(streams, times)])  # [B, F, 9]
+    features = model.model.get_frame_features(pixel_values(frames))  # [B, F, P_spa^2, D]
+    logits = head(model, features)
+    loss = F.binary_cross_entropy_with_logits(logits, labels)
+    loss.backward()
+    grounded = float(((logits > 0) == (labels > 0.5)).all(-1).float().mean())
+    return {"loss": float(loss.detach()), "layout": "star", "length": 1, "grounded": grounded}
+
+
+def train_step(model, variants: dict, processor, settings: TrainSettings, step: int, head=None) -> dict:
+    """One step: returns the loss and the answer accuracy per family on this batch (and, with a grounding
+    `head` and a `grounding_weight`, the share of frames whose 9 grounded words are all right)."""
+    if step < settings.perception_steps:
+        return perception_step(model, head, settings, step)
     rng = random.Random(f"{settings.seed}-{step}")
     layout = rng.choices(list(settings.layout_weights), weights=list(settings.layout_weights.values()))[0]
     variant = variants[layout]
     length = stream_length(settings, step, rng)
-    first_stage = step < settings.first_stage_steps
+    first_stage = step - settings.perception_steps < settings.first_stage_steps
     weights = settings.first_stage_family_weights if first_stage else settings.family_weights
     if first_stage:
         layout, variant = "star", variants["star"]
-    seeds = [TRAIN_SEED_BASE + (step * settings.streams_per_step + i) for i in range(settings.streams_per_step)]
-    streams = [SyntheticStream(seed) for seed in seeds]
+    streams = training_streams(settings, step)
     makers = [QuestionMaker(stream) for stream in streams]
-    pixels = pixel_values(torch.stack([torch.from_numpy(s.frames(0, length)) for s in streams]).numpy())
+    pixels = pixel_values(np.stack([s.frames(0, length) for s in streams]))
     ask_at = sorted({rng.randint(length // 2, length - 2), length - 1})  # frame indices questions are asked at
     # The vision tower runs once over all frames (it sees each frame on its own, so this equals encoding them one
     # by one, at a third of the cost); the memory then takes them one at a time, as `encode_videos` (the
@@ -128,8 +163,14 @@ def train_step(model, variants: dict, processor, settings: TrainSettings, step: 
         for question, guess, truth in zip(questions, predicted.tolist(), batch["labels"][:, -2].tolist()):
             hits[question.family].append(guess == truth)
     loss = torch.stack(losses).mean()
+    result = {"layout": layout, "length": length, **{f: hits[f] for f in FAMILIES}}
+    if head is not None and settings.grounding_weight > 0:
+        labels = torch.stack([frame_labels(s, range(length)) for s in streams])
+        logits = head(model, features)
+        loss = loss + settings.grounding_weight * F.binary_cross_entropy_with_logits(logits, labels)
+        result["grounded"] = float(((logits > 0) == (labels > 0.5)).all(-1).float().mean())
     loss.backward()
-    return {"loss": float(loss.detach()), "layout": layout, "length": length, **{f: hits[f] for f in FAMILIES}}
+    return {"loss": float(loss.detach()), **result}
 
 
 def train(settings: TrainSettings, output_dir: str | Path, log_path: str | Path | None = None):
@@ -147,7 +188,9 @@ def train(settings: TrainSettings, output_dir: str | Path, log_path: str | Path 
         model = FlashVStreamForConditionalGeneration(config).train()
     processor = demo_processor(config)
     variants = {layout: with_layout(model, layout) for layout in LAYOUTS}
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    head = GroundingHead([word_vocabulary()[word] for word in GROUNDED_WORDS])
+    parameters = [*model.parameters(), *head.parameters()]
+    optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
 
     def schedule(step: int) -> float:  # linear warm-up, cosine decay to 10%
         if step < settings.warmup_steps:
@@ -160,8 +203,8 @@ def train(settings: TrainSettings, output_dir: str | Path, log_path: str | Path 
     start, window = time.perf_counter(), []
     bar = tqdm(range(settings.steps), desc="train-demo", unit="step")
     for step in bar:
-        result = train_step(model, variants, processor, settings, settings.step_offset + step)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        result = train_step(model, variants, processor, settings, settings.step_offset + step, head)
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -190,8 +233,11 @@ def summarise(window: list[dict], step: int, elapsed: float, lr: float) -> dict:
     record = {"step": step, "elapsed_s": round(elapsed, 1), "lr": lr}
     record["loss"] = sum(r["loss"] for r in window) / len(window)
     for family in FAMILIES:
-        hits = [h for r in window for h in r[family]]
+        hits = [h for r in window for h in r.get(family, [])]
         record[family] = sum(hits) / max(1, len(hits))
+    grounded = [r["grounded"] for r in window if "grounded" in r]
+    if grounded:
+        record["grounded"] = sum(grounded) / len(grounded)
     record["mean_length"] = sum(r["length"] for r in window) / len(window)
     return record
 
