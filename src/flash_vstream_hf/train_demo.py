@@ -2,7 +2,8 @@
 
 Reproducible from `--seed`: streams, questions, initialisation and k-means are all seeded, and torch runs on one
 thread. The defaults are the settings of the first of the three stages the shipped checkpoint
-(`flash_vstream_hf/demo_model/`) was trained in; its `training.json` has all three commands. See `flash_vstream_hf/synthetic/training.py` for the method. A progress bar shows the running loss and answer
+(`flash_vstream_hf/demo_model/`) was trained in; its `training.json` has all three commands. See
+`flash_vstream_hf/synthetic/training.py` for the method. A progress bar shows the running loss and answer
 accuracy per family; `--log` appends one JSON line per `--log-every` steps.
 """
 

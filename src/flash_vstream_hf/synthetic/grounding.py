@@ -57,6 +57,11 @@ def frame_labels(stream: SyntheticStream, times: list[int] | range) -> torch.Ten
     return labels
 
 
-def grounding_loss(head: GroundingHead, model, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean binary cross-entropy over frames and words: features `[..., P, D]`, labels `[..., 9]`."""
-    return F.binary_cross_entropy_with_logits(head(model, features), labels)
+def grounding_loss(
+    head: GroundingHead, model, features: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, float]:
+    """Mean binary cross-entropy over frames and words, from features `[..., P, D]` and labels `[..., 9]`, and
+    the share of frames whose 9 words are all right (for the training log)."""
+    logits = head(model, features)
+    grounded = float(((logits > 0) == (labels > 0.5)).all(-1).float().mean())
+    return F.binary_cross_entropy_with_logits(logits, labels), grounded

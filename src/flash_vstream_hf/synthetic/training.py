@@ -43,10 +43,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from .batches import pixel_values, question_batch
-from .grounding import GROUNDED_WORDS, GroundingHead, frame_labels
+from .grounding import GROUNDED_WORDS, GroundingHead, frame_labels, grounding_loss
 from .questions import FAMILIES, QuestionMaker, ask
 from .spec import LAYOUTS, demo_config, demo_processor, with_layout, word_vocabulary
 from .world import SyntheticStream
@@ -123,10 +122,8 @@ def perception_step(model, head: GroundingHead, settings: TrainSettings, step: i
     frames = np.stack([np.stack([s.frame(t) for t in ts]) for s, ts in zip(streams, times)])
     labels = torch.stack([frame_labels(s, ts) for s, ts in zip(streams, times)])  # [B, F, 9]
     features = model.model.get_frame_features(pixel_values(frames))  # [B, F, P_spa^2, D]
-    logits = head(model, features)
-    loss = F.binary_cross_entropy_with_logits(logits, labels)
+    loss, grounded = grounding_loss(head, model, features, labels)
     loss.backward()
-    grounded = float(((logits > 0) == (labels > 0.5)).all(-1).float().mean())
     return {"loss": float(loss.detach()), "layout": "star", "length": 1, "grounded": grounded}
 
 
@@ -169,9 +166,8 @@ def train_step(model, variants: dict, processor, settings: TrainSettings, step: 
     result = {"layout": layout, "length": length, **{f: hits[f] for f in FAMILIES}}
     if head is not None and settings.grounding_weight > 0:
         labels = torch.stack([frame_labels(s, range(length)) for s in streams])
-        logits = head(model, features)
-        loss = loss + settings.grounding_weight * F.binary_cross_entropy_with_logits(logits, labels)
-        result["grounded"] = float(((logits > 0) == (labels > 0.5)).all(-1).float().mean())
+        grounding, result["grounded"] = grounding_loss(head, model, features, labels)
+        loss = loss + settings.grounding_weight * grounding
     loss.backward()
     return {"loss": float(loss.detach()), **result}
 
