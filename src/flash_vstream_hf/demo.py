@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 def run_eval(model, processor, args: argparse.Namespace) -> int:
     import time
 
-    from .synthetic.evaluation import evaluate, format_table
+    from .synthetic.evaluation import evaluate, format_table, format_template_table
 
     lengths = tuple(int(n) for n in args.eval_lengths.split(","))
     layouts = ("star", "no-retrieval", "recent")
@@ -79,6 +79,7 @@ def run_eval(model, processor, args: argparse.Namespace) -> int:
     print(f"accuracy (%) on {args.eval_streams} held-out streams per length, 72-token memories "
           f"({time.perf_counter() - start:.0f} s):\n")  # fmt: skip
     print(format_table(scores, lengths, layouts))
+    print(f"\nSTAR per question template, all lengths:\n\n{format_template_table(scores)}")
     return 0
 
 

@@ -51,7 +51,6 @@ def tiny_tokenizer():
     """A Llama-style character tokenizer (metaspace, byte fallback, BOS) with the `<video>` special token; it pads
     with `<unk>` on the left, as the converted tokenizer does, so batched generation continues every prompt."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
 
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
     vocab.update({f"<0x{byte:02X}>": 3 + byte for byte in range(256)})
@@ -63,12 +62,20 @@ def tiny_tokenizer():
     backend.decoder = decoders.Sequence(
         [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
     )
+    return wrap_tokenizer(backend, pad_token="<unk>")
+
+
+def wrap_tokenizer(backend, pad_token: str):
+    """A `PreTrainedTokenizerFast` around a `tokenizers` backend with the `<s>`/`</s>`/`<unk>`/`<video>` tokens both
+    small tokenizers share, padding on the left (batched generation continues every prompt where it ends)."""
+    from transformers import PreTrainedTokenizerFast
+
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token="<s>",
         eos_token="</s>",
         unk_token="<unk>",
-        pad_token="<unk>",
+        pad_token=pad_token,
         padding_side="left",
         extra_special_tokens={"video_token": "<video>"},
     )

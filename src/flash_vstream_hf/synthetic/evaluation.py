@@ -31,6 +31,10 @@ class Scores:
     total: dict = field(default_factory=lambda: defaultdict(int))
     chance_sum: dict = field(default_factory=lambda: defaultdict(float))
     chance_count: dict = field(default_factory=lambda: defaultdict(int))
+    # per (layout, template) over every length: right answers, questions, and "yes" answers (a yes/no bias)
+    kind_correct: dict = field(default_factory=lambda: defaultdict(int))
+    kind_total: dict = field(default_factory=lambda: defaultdict(int))
+    kind_yes: dict = field(default_factory=lambda: defaultdict(int))
 
     def accuracy(self, layout: str, length: int, family: str) -> float:
         return self.correct[layout, length, family] / max(1, self.total[layout, length, family])
@@ -96,6 +100,9 @@ def evaluate(
             for i, length, q, word in answer_rows(variant, processor, memories[layout], rows):
                 scores.correct[layout, length, q.family] += word == q.answer
                 scores.total[layout, length, q.family] += 1
+                scores.kind_correct[layout, q.kind] += word == q.answer
+                scores.kind_total[layout, q.kind] += 1
+                scores.kind_yes[layout, q.kind] += word == "yes"
     return scores
 
 
@@ -122,7 +129,24 @@ def format_table(scores: Scores, lengths: tuple[int, ...], layouts: tuple[str, .
             accuracies = [f"{100 * scores.accuracy(layout, length, family):.1f}" for layout in layouts]
             chance = f"{100 * scores.chance(length, family):.1f}"
             lines.append([family, str(length), *accuracies, chance, str(scores.count(length, family))])
-    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    return _render(lines)
+
+
+def format_template_table(scores: Scores, layout: str = "star") -> str:
+    """Accuracy and the share of "yes" answers per question template of `layout`, over every length: which
+    operation a family's score hides (e.g. naming a colour vs saying whether a named colour is there)."""
+    kinds = sorted(kind for (name, kind) in scores.kind_total if name == layout)
+    lines = [["template", "accuracy", "says yes", "questions"]]
+    for kind in kinds:
+        total = scores.kind_total[layout, kind]
+        accuracy = 100 * scores.kind_correct[layout, kind] / total
+        lines.append([kind, f"{accuracy:.1f}", f"{100 * scores.kind_yes[layout, kind] / total:.1f}", str(total)])
+    return _render(lines)
+
+
+def _render(lines: list[list[str]]) -> str:
+    """Right-aligned columns, the first row a header underlined with dashes."""
+    widths = [max(len(row[i]) for row in lines) for i in range(len(lines[0]))]
     rendered = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in lines]
     rendered.insert(1, "-" * len(rendered[0]))
     return "\n".join(rendered)

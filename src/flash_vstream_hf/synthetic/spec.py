@@ -75,23 +75,15 @@ def demo_tokenizer():
     punctuation, `<s>` prepended, `<video>` special, padding on the left (batched generation continues every
     prompt where it ends)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+
+    from ..tiny import wrap_tokenizer
 
     backend = Tokenizer(models.WordLevel(vocab=word_vocabulary(), unk_token="<unk>"))
     backend.normalizer = normalizers.Lowercase()
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     backend.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        padding_side="left",
-        extra_special_tokens={"video_token": "<video>"},
-    )
-    return tokenizer
+    return wrap_tokenizer(backend, pad_token="<pad>")
 
 
 def demo_config(layout: str = "star", **overrides) -> FlashVStreamConfig:
