@@ -7,6 +7,7 @@ seconds ago, and what left the screen long ago; each answer is printed next to t
 
 - `--eval`: accuracy per question family on held-out streams of 100, 500 and 2,000 frames (`--eval-lengths`),
   for STAR memory and for the ablations at the same token budget (a recent window, no retrieval), with chance.
+  Then STAR's accuracy and share of "yes" answers per question template.
 - `--model tiny`: the former demo, the whole pipeline (file decoding, offline and frame-by-frame paths,
   `StreamingSession`, saving the memory) on a tiny random-weight model, whose answers are gibberish by design.
 """
