@@ -159,3 +159,13 @@ def test_train_demo_is_a_registered_command():
     args = build_parser().parse_args(["train-demo", "--steps", "5", "--output-dir", "x"])
     assert args.steps == 5 and args.run.__module__ == "flash_vstream_hf.train_demo"
     assert np.isfinite(TrainSettings().learning_rate)
+
+
+def test_train_demo_takes_family_weights_and_names_a_wrong_one(capsys):
+    args = build_parser().parse_args(["train-demo", "--family-weights", "now=0.2,recent=0.2,long-range=0.6"])
+    assert args.family_weights == {"now": 0.2, "recent": 0.2, "long-range": 0.6}
+    assert build_parser().parse_args(["train-demo"]).family_weights == TrainSettings().family_weights
+    for wrong, named in (("now=0.5,later=0.5", "later"), ("now=lots", "now=lots"), ("now=0", "at least one")):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["train-demo", "--family-weights", wrong])
+        assert named in capsys.readouterr().err

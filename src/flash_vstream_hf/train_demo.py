@@ -27,6 +27,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--grounding-weight", type=float, default=defaults.grounding_weight, help="grounding loss weight after them"
     )
+    parser.add_argument(
+        "--presence-weight", type=float, default=defaults.presence_weight, help="presence-probe loss weight"
+    )
+    parser.add_argument(
+        "--family-weights",
+        type=family_weights,
+        default=defaults.family_weights,
+        help="question families after the first stage, e.g. now=0.2,recent=0.2,long-range=0.6",
+    )
     parser.add_argument("--first-stage-steps", type=int, default=defaults.first_stage_steps)
     parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
     parser.add_argument("--stop-after", type=int, default=None, help="stop after this many of the planned steps")
@@ -38,6 +47,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log", default=None, help="append the loss/accuracy log (JSON lines) to this file")
     parser.add_argument("--log-every", type=int, default=defaults.log_every)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the step is tiny)")
+
+
+def family_weights(text: str) -> dict[str, float]:
+    """`"now=0.2,recent=0.2,long-range=0.6"` -> `{"now": 0.2, ...}` (families of `questions.FAMILIES`)."""
+    from .synthetic.questions import FAMILIES
+
+    weights = {}
+    for item in text.split(","):
+        family, _, weight = item.partition("=")
+        if family.strip() not in FAMILIES:
+            raise argparse.ArgumentTypeError(f"unknown question family {family.strip()!r}; expected one of {FAMILIES}")
+        try:
+            weights[family.strip()] = float(weight)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"family weight {item!r} is not family=number") from None
+    if not any(value > 0 for value in weights.values()):
+        raise argparse.ArgumentTypeError(f"family weights {text!r}: at least one must be positive")
+    return weights
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate,
         perception_steps=args.perception_steps,
         grounding_weight=args.grounding_weight,
+        presence_weight=args.presence_weight,
+        family_weights=args.family_weights,
         first_stage_steps=args.first_stage_steps,
         warmup_steps=args.warmup_steps,
         stop_after=args.stop_after,

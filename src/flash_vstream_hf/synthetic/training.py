@@ -46,6 +46,7 @@ import torch
 
 from .batches import pixel_values, question_batch
 from .grounding import GROUNDED_WORDS, GroundingHead, frame_labels, grounding_loss
+from .presence_probe import PresenceProbe, presence_probe_loss
 from .questions import FAMILIES, QuestionMaker, ask
 from .spec import LAYOUTS, demo_config, demo_processor, with_layout, word_vocabulary
 from .world import SyntheticStream
@@ -65,6 +66,7 @@ class TrainSettings:
     perception_steps: int = 0  # grounding loss only, on single frames (see grounding.py), before everything else
     perception_frames: int = 16  # frames per stream in a perception step, drawn from its first 300 seconds
     grounding_weight: float = 0.0  # weight of the grounding loss added to the answer loss after perception
+    presence_weight: float = 0.0  # weight of the presence-probe loss (see presence_probe.py)
     first_stage_steps: int = 300  # short clips, now/recent questions only (see the module docstring)
     first_stage_length: int = 8
     first_stage_family_weights: dict = field(default_factory=lambda: {"now": 0.6, "recent": 0.4})
@@ -127,9 +129,10 @@ def perception_step(model, head: GroundingHead, settings: TrainSettings, step: i
     return {"loss": float(loss.detach()), "layout": "star", "length": 1, "grounded": grounded}
 
 
-def train_step(model, variants: dict, processor, settings: TrainSettings, step: int, head=None) -> dict:
+def train_step(model, variants: dict, processor, settings: TrainSettings, step: int, head=None, probe=None) -> dict:
     """One step: returns the loss and the answer accuracy per family on this batch (and, with a grounding
-    `head` and a `grounding_weight`, the share of frames whose 9 grounded words are all right)."""
+    `head` and a `grounding_weight`, the share of frames whose 9 grounded words are all right). With a presence
+    `probe` and a `presence_weight`, its loss joins the answer loss."""
     if step < settings.perception_steps:
         return perception_step(model, head, settings, step)
     rng = random.Random(f"{settings.seed}-{step}")
@@ -148,7 +151,8 @@ def train_step(model, variants: dict, processor, settings: TrainSettings, step: 
     # by one, at a third of the cost); the memory then takes them one at a time, as `encode_videos` (the
     # grad-enabled frame handler) adds each frame of a stream, through the same `_add_frames`.
     features = variant.model.get_frame_features(pixels)  # [B, T, P_spa^2, D]
-    memory, losses, hits = None, [], {family: [] for family in FAMILIES}
+    memory, losses, probe_losses, hits = None, [], [], {family: [] for family in FAMILIES}
+    probing = probe is not None and settings.presence_weight > 0
     for t in range(length):
         memory = variant.model._add_frames(features[:, t : t + 1], memory)
         if t not in ask_at:
@@ -157,12 +161,19 @@ def train_step(model, variants: dict, processor, settings: TrainSettings, step: 
             q for m in makers for q in draw_questions(m, t, settings.questions_per_ask, weights, rng)
         ]  # stream-major: a memory of B streams serves the B * questions_per_ask rows in order
         batch = question_batch(processor, questions, memory.get_seq_length(), with_answers=True)
-        out = variant(**batch, video_memory=memory.snapshot())
+        out = variant(**batch, video_memory=memory.snapshot(), output_hidden_states=probing)
         losses.append(out.loss)
+        if probing:
+            word_ids = torch.tensor([word_vocabulary()[word] for word in GROUNDED_WORDS])
+            probe_loss = presence_probe_loss(probe, out.hidden_states, batch["input_ids"], questions, word_ids)
+            if probe_loss is not None:
+                probe_losses.append(probe_loss)
         predicted = out.logits[:, -3].argmax(-1)  # the position whose next token is the answer word
         for question, guess, truth in zip(questions, predicted.tolist(), batch["labels"][:, -2].tolist()):
             hits[question.family].append(guess == truth)
     loss = torch.stack(losses).mean()
+    if probe_losses:
+        loss = loss + settings.presence_weight * torch.stack(probe_losses).mean()
     result = {"layout": layout, "length": length, **{f: hits[f] for f in FAMILIES}}
     if head is not None and settings.grounding_weight > 0:
         labels = torch.stack([frame_labels(s, range(length)) for s in streams])
@@ -188,7 +199,8 @@ def train(settings: TrainSettings, output_dir: str | Path, log_path: str | Path 
     processor = demo_processor(config)
     variants = {layout: with_layout(model, layout) for layout in LAYOUTS}
     head = GroundingHead([word_vocabulary()[word] for word in GROUNDED_WORDS])
-    parameters = [*model.parameters(), *head.parameters()]
+    probe = PresenceProbe(model.config.text_config.hidden_size)
+    parameters = [*model.parameters(), *head.parameters(), *probe.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
 
     def schedule(step: int) -> float:  # linear warm-up, cosine decay to 10%
@@ -202,7 +214,7 @@ def train(settings: TrainSettings, output_dir: str | Path, log_path: str | Path 
     start, window = time.perf_counter(), []
     bar = tqdm(range(settings.steps), desc="train-demo", unit="step")
     for step in bar:
-        result = train_step(model, variants, processor, settings, settings.step_offset + step, head)
+        result = train_step(model, variants, processor, settings, settings.step_offset + step, head, probe)
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         scheduler.step()
