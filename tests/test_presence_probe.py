@@ -40,7 +40,9 @@ def test_the_probe_reads_the_asked_word_of_long_range_presence_questions_only():
     vocab = word_vocabulary()
     red = int((ids[0] == vocab["red"]).nonzero())
     triangle = int((ids[2] == vocab["triangle"]).nonzero())
-    expected = F.binary_cross_entropy_with_logits(torch.tensor([red, triangle], dtype=torch.float32), torch.tensor([1.0, 0.0]))
+    expected = F.binary_cross_entropy_with_logits(
+        torch.tensor([red, triangle], dtype=torch.float32), torch.tensor([1.0, 0.0])
+    )
     torch.testing.assert_close(loss, expected)
     assert presence_probe_loss(probe, (hidden, hidden), ids[1:2], questions[1:2], WORD_IDS) is None
 
@@ -60,8 +62,13 @@ def test_the_probe_loss_reaches_the_first_layer_and_nothing_above_it():
     with torch.no_grad():
         probe.weight.normal_()
     settings = TrainSettings(
-        streams_per_step=4, first_stage_steps=0, min_length=40, max_length=40, presence_weight=1.0,
-        family_weights={"long-range": 1.0}, layout_weights={"star": 1.0},
+        streams_per_step=4,
+        first_stage_steps=0,
+        min_length=40,
+        max_length=40,
+        presence_weight=1.0,
+        family_weights={"long-range": 1.0},
+        layout_weights={"star": 1.0},
     )
     first, second = _layer_grads(model, variants, settings, probe)
     assert float(probe.bias.grad.abs()) > 0

@@ -1,8 +1,8 @@
 """`flash-vstream train-demo`: train the built-in demo model from scratch on synthetic streams (CPU, one core).
 
 Reproducible from `--seed`: streams, questions, initialisation and k-means are all seeded, and torch runs on one
-thread. The defaults are the settings of the first of the three stages the shipped checkpoint
-(`flash_vstream_hf/demo_model/`) was trained in; its `training.json` has all three commands. See
+thread. The defaults are the settings of the first of the four stages the shipped checkpoint
+(`flash_vstream_hf/demo_model/`) was trained in; its `training.json` has all four commands. See
 `flash_vstream_hf/synthetic/training.py` for the method. A progress bar shows the running loss and answer
 accuracy per family; `--log` appends one JSON line per `--log-every` steps.
 """

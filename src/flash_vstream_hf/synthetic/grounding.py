@@ -13,8 +13,9 @@ cosine similarity with the input embedding of every colour and shape word, and a
 of them are on screen. Projected tokens then lie near the embeddings of the words they show, and a temporal
 centroid that averages frames with a red shape keeps a component along "red". Measured: 2,100 steps with this
 loss (weight 0.5) took "is there a red shape now" from 71% to 100% on held-out streams; 1,750 steps of the same
-run without it, to 78%. It did not make "did a red shape appear" (the temporal memory) leave chance. The head
-adds 9 biases and one temperature; it is used only in training and is not part of the saved model.
+run without it, to 78%. It did not make "did a red shape appear" (the temporal memory) leave chance; the
+presence probe (`presence_probe.py`) did. The head adds 9 biases and one temperature; it is used only in
+training and is not part of the saved model.
 """
 
 from __future__ import annotations

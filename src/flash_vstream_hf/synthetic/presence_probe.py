@@ -10,8 +10,15 @@ find the matching attention through the last layer and the answer position.
 The probe puts a loss where the look-up can happen in one step. At the position of the asked word, the first
 layer's output can attend to every memory token (they all come before it), and causal attention hides the words
 after it, so only "did a" before it says which question it is. A linear layer there predicts the yes/no answer of
-the long-range presence questions (`KINDS`); its binary cross-entropy is added to the answer loss. Measured on
-frozen memory features, long-range questions only, 1,000 steps: 86% held-out with the probe, 73% without.
+the long-range presence questions (`KINDS`); its binary cross-entropy is added to the answer loss.
+
+Measured:
+- on frozen memory features, long-range questions only, 1,000 steps at 1e-3: 86% held-out with the probe, 73%
+  without;
+- in the shipped checkpoint's fourth stage (1,500 steps from the third stage's weights): held-out long-range at
+  2,000 frames went from 47.8% to 87.9%, and "did a red shape appear" from 46% to 97%. "Did a triangle appear"
+  stayed at chance: the shape is barely in the temporal tokens (max-cosine AUC 0.65).
+
 The probe is not part of the saved model.
 """
 
@@ -39,7 +46,10 @@ class PresenceProbe(nn.Module):
 
 
 def presence_probe_loss(
-    probe: PresenceProbe, hidden_states: tuple[torch.Tensor, ...], input_ids: torch.Tensor, questions: list,
+    probe: PresenceProbe,
+    hidden_states: tuple[torch.Tensor, ...],
+    input_ids: torch.Tensor,
+    questions: list,
     word_ids: torch.Tensor,
 ) -> torch.Tensor | None:
     """Binary cross-entropy of the probe at the asked word of every `KINDS` question (`None` when there is none).
