@@ -159,6 +159,7 @@ def train_step(model, variants: dict, processor, settings: TrainSettings, step: 
     features = variant.model.get_frame_features(pixels)  # [B, T, P_spa^2, D]
     memory, losses, probe_losses, hits = None, [], [], {family: [] for family in FAMILIES}
     probing = probe is not None and settings.presence_weight > 0
+    word_ids = torch.tensor([word_vocabulary()[word] for word in GROUNDED_WORDS])  # what the probe looks for
     for t in range(length):
         memory = variant.model._add_frames(features[:, t : t + 1], memory)
         if t not in ask_at:
@@ -170,7 +171,6 @@ def train_step(model, variants: dict, processor, settings: TrainSettings, step: 
         out = variant(**batch, video_memory=memory.snapshot(), output_hidden_states=probing)
         losses.append(out.loss)
         if probing:
-            word_ids = torch.tensor([word_vocabulary()[word] for word in GROUNDED_WORDS])
             probe_loss = presence_probe_loss(probe, out.hidden_states, batch["input_ids"], questions, word_ids)
             if probe_loss is not None:
                 probe_losses.append(probe_loss)
