@@ -16,8 +16,8 @@ from flash_vstream_hf.synthetic import QuestionMaker, SyntheticStream, ask
 from flash_vstream_hf.synthetic.batches import answer_words, pixel_values, question_batch
 from flash_vstream_hf.synthetic.checkpoint import demo_model, demo_model_path
 from flash_vstream_hf.synthetic.evaluation import evaluate, format_table, format_template_table
-from flash_vstream_hf.synthetic.grounding import GROUNDED_WORDS, GroundingHead
-from flash_vstream_hf.synthetic.spec import LAYOUTS, demo_config, demo_processor, with_layout, word_vocabulary
+from flash_vstream_hf.synthetic.grounding import GroundingHead, grounded_word_ids
+from flash_vstream_hf.synthetic.spec import LAYOUTS, demo_config, demo_processor, with_layout
 from flash_vstream_hf.synthetic.training import TrainSettings, train, train_step
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -78,7 +78,7 @@ def test_perception_steps_ground_the_frame_tokens_and_leave_no_head_in_the_check
 def test_the_grounding_loss_joins_the_answer_loss_after_perception():
     torch.manual_seed(0)
     model = FlashVStreamForConditionalGeneration(demo_config()).train()
-    head = GroundingHead([word_vocabulary()[word] for word in GROUNDED_WORDS])
+    head = GroundingHead(grounded_word_ids())
     settings = TrainSettings(
         streams_per_step=2, perception_steps=1, first_stage_steps=0, min_length=24, max_length=24, grounding_weight=1.0
     )

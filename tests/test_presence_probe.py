@@ -8,14 +8,14 @@ from torch.nn import functional as F
 
 from flash_vstream_hf.modeling import FlashVStreamForConditionalGeneration
 from flash_vstream_hf.synthetic.batches import question_batch
-from flash_vstream_hf.synthetic.grounding import GROUNDED_WORDS
+from flash_vstream_hf.synthetic.grounding import grounded_word_ids
 from flash_vstream_hf.synthetic.presence_probe import LAYER, PresenceProbe, presence_probe_loss
 from flash_vstream_hf.synthetic.questions import Question
 from flash_vstream_hf.synthetic.spec import LAYOUTS, demo_config, demo_processor, with_layout, word_vocabulary
 from flash_vstream_hf.synthetic.training import TrainSettings, train_step
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-WORD_IDS = torch.tensor([word_vocabulary()[word] for word in GROUNDED_WORDS])
+WORD_IDS = torch.tensor(grounded_word_ids())
 
 
 def _question(text, answer, kind):
@@ -36,7 +36,7 @@ def test_the_probe_reads_the_asked_word_of_long_range_presence_questions_only():
     probe = PresenceProbe(4)
     with torch.no_grad():
         probe.weight[0] = 1.0
-    loss = presence_probe_loss(probe, (None, hidden, None)[: LAYER + 2], ids, questions, WORD_IDS)
+    loss = presence_probe_loss(probe, [None] * LAYER + [hidden], ids, questions, WORD_IDS)
     vocab = word_vocabulary()
     red = int((ids[0] == vocab["red"]).nonzero())
     triangle = int((ids[2] == vocab["triangle"]).nonzero())
@@ -44,7 +44,7 @@ def test_the_probe_reads_the_asked_word_of_long_range_presence_questions_only():
         torch.tensor([red, triangle], dtype=torch.float32), torch.tensor([1.0, 0.0])
     )
     torch.testing.assert_close(loss, expected)
-    assert presence_probe_loss(probe, (hidden, hidden), ids[1:2], questions[1:2], WORD_IDS) is None
+    assert presence_probe_loss(probe, [None] * LAYER + [hidden[1:2]], ids[1:2], questions[1:2], WORD_IDS) is None
 
 
 def _layer_grads(model, variants, settings, probe) -> list[torch.Tensor]:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .spec import word_vocabulary
 from .world import COLOUR_NAMES, SHAPES, SyntheticStream
 
 GROUNDED_WORDS = (*COLOUR_NAMES, *SHAPES)
@@ -48,14 +49,16 @@ class GroundingHead(nn.Module):
         return similarity * self.log_temperature.exp() + self.bias
 
 
+def grounded_word_ids() -> list[int]:
+    """Token ids of `GROUNDED_WORDS` in the demo tokenizer."""
+    vocabulary = word_vocabulary()
+    return [vocabulary[word] for word in GROUNDED_WORDS]
+
+
 def frame_labels(stream: SyntheticStream, times: list[int] | range) -> torch.Tensor:
     """`[len(times), 9]` float: 1 where the colour / shape of `GROUNDED_WORDS` is on screen at that frame."""
-    labels = torch.zeros(len(times), len(GROUNDED_WORDS))
-    for row, t in enumerate(times):
-        for shape, colour in stream.objects_at(t):
-            labels[row, COLOUR_NAMES.index(colour)] = 1.0
-            labels[row, len(COLOUR_NAMES) + SHAPES.index(shape)] = 1.0
-    return labels
+    colours, shapes = stream.presence(times)
+    return torch.from_numpy(np.concatenate([colours, shapes], axis=1)).float()
 
 
 def grounding_loss(

@@ -83,12 +83,7 @@ class QuestionMaker:
         have = self._colours.shape[0]
         if length <= have:
             return
-        colours = np.zeros((length - have, len(COLOUR_NAMES)), dtype=bool)
-        shapes = np.zeros((length - have, len(SHAPES)), dtype=bool)
-        for i, t in enumerate(range(have, length)):
-            for shape, colour in self.stream.objects_at(t):
-                colours[i, COLOUR_NAMES.index(colour)] = True
-                shapes[i, SHAPES.index(shape)] = True
+        colours, shapes = self.stream.presence(range(have, length))
         self._colours = np.concatenate([self._colours, colours])
         self._shapes = np.concatenate([self._shapes, shapes])
         self._colour_counts = np.concatenate([self._colour_counts, self._colour_counts[-1] + np.cumsum(colours, 0)])

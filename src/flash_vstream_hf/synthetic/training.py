@@ -51,10 +51,10 @@ import numpy as np
 import torch
 
 from .batches import pixel_values, question_batch
-from .grounding import GROUNDED_WORDS, GroundingHead, frame_labels, grounding_loss
+from .grounding import GroundingHead, frame_labels, grounded_word_ids, grounding_loss
 from .presence_probe import PresenceProbe, presence_probe_loss
 from .questions import FAMILIES, QuestionMaker, ask
-from .spec import LAYOUTS, demo_config, demo_processor, with_layout, word_vocabulary
+from .spec import LAYOUTS, demo_config, demo_processor, with_layout
 from .world import SyntheticStream
 
 TRAIN_SEED_BASE = 1_000_000  # training streams use seeds >= this; evaluation and the demo use seeds below it
@@ -159,7 +159,7 @@ def train_step(model, variants: dict, processor, settings: TrainSettings, step: 
     features = variant.model.get_frame_features(pixels)  # [B, T, P_spa^2, D]
     memory, losses, probe_losses, hits = None, [], [], {family: [] for family in FAMILIES}
     probing = probe is not None and settings.presence_weight > 0
-    word_ids = torch.tensor([word_vocabulary()[word] for word in GROUNDED_WORDS])  # what the probe looks for
+    word_ids = torch.tensor(grounded_word_ids())  # what the probe looks for
     for t in range(length):
         memory = variant.model._add_frames(features[:, t : t + 1], memory)
         if t not in ask_at:
@@ -204,7 +204,7 @@ def train(settings: TrainSettings, output_dir: str | Path, log_path: str | Path 
         model = FlashVStreamForConditionalGeneration(config).train()
     processor = demo_processor(config)
     variants = {layout: with_layout(model, layout) for layout in LAYOUTS}
-    head = GroundingHead([word_vocabulary()[word] for word in GROUNDED_WORDS])
+    head = GroundingHead(grounded_word_ids())
     probe = PresenceProbe(model.config.text_config.hidden_size)
     parameters = [*model.parameters(), *head.parameters(), *probe.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)

@@ -19,6 +19,7 @@ first `n` frames are the same whatever length is asked for later, and pixel nois
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -183,15 +184,16 @@ class SyntheticStream:
         """Ground truth of frame `t`: `(shape, colour)` of every shape on screen, in drawing order."""
         return [(track.shape, track.colour_at(t)) for track in self.scene_at(t).tracks if track.visible(t)]
 
-    def presence(self, length: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per-frame ground truth of frames `[0, length)`: colours `[length, 6]` and shapes `[length, 3]`, bool,
+    def presence(self, times: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Per-frame ground truth of the frames `times` (`T` of them): colours `[T, 6]` and shapes `[T, 3]`, bool,
         in `COLOUR_NAMES` / `SHAPES` order."""
-        colours = np.zeros((length, len(COLOUR_NAMES)), dtype=bool)
-        shapes = np.zeros((length, len(SHAPES)), dtype=bool)
-        for t in range(length):
+        times = list(times)
+        colours = np.zeros((len(times), len(COLOUR_NAMES)), dtype=bool)
+        shapes = np.zeros((len(times), len(SHAPES)), dtype=bool)
+        for row, t in enumerate(times):
             for shape, colour in self.objects_at(t):
-                colours[t, COLOUR_NAMES.index(colour)] = True
-                shapes[t, SHAPES.index(shape)] = True
+                colours[row, COLOUR_NAMES.index(colour)] = True
+                shapes[row, SHAPES.index(shape)] = True
         return colours, shapes
 
     # -- pixels ------------------------------------------------------------------------------------------------
