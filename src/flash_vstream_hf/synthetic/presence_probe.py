@@ -3,7 +3,8 @@ colour or shape in the memory.
 
 Why: "did a red shape appear" needs the asked word matched against every memory token, and a "nothing matches"
 outcome. The memory holds the answer: the largest cosine similarity between the projected temporal tokens and the
-asked word's embedding separates yes from no with an AUC of 0.98 on held-out streams at 500 and 2,000 frames.
+asked word's embedding separates yes from no with an AUC of 0.98 on held-out streams at 500 and 2,000 frames
+(`readout.py`).
 Yet from the answer loss alone the 2-layer language model stayed near chance for 4,000 steps: the gradient has to
 find the matching attention through the last layer and the answer position.
 
