@@ -13,12 +13,10 @@ layer's output can attend to every memory token (they all come before it), and c
 after it, so only "did a" before it says which question it is. A linear layer there predicts the yes/no answer of
 the long-range presence questions (`KINDS`); its binary cross-entropy is added to the answer loss.
 
-Measured:
-- on frozen memory features, long-range questions only, 1,000 steps at 1e-3: 86% held-out with the probe, 73%
-  without;
-- in the shipped checkpoint's fourth stage (1,500 steps from the third stage's weights): held-out long-range at
-  2,000 frames went from 47.8% to 87.9%, and "did a red shape appear" from 46% to 97%. "Did a triangle appear"
-  stayed at chance: the shape is barely in the temporal tokens (max-cosine AUC 0.65).
+Measured in the shipped checkpoint's fourth stage (1,500 steps from the third stage's weights;
+`flash-vstream demo --eval`): held-out long-range at 2,000 frames went from 47.8% to 87.9%, and "did a red shape
+appear" from 46% to 97%. "Did a triangle appear" stayed at chance: the shape is barely in the temporal tokens
+(max-cosine AUC 0.65).
 
 The probe is not part of the saved model.
 """

@@ -27,9 +27,9 @@ Tricks, and why:
 - A presence probe (`presence_weight`, see `presence_probe.py`): a training-only loss on the language model's
   first layer at the asked word of "did X appear". The memory holds the answer (a max-cosine read-out of the
   temporal tokens separates yes from no with an AUC of 0.98), but through the answer loss alone the model stayed
-  at chance on long-range questions for 4,100 steps. A stage weighted 60% to them reached 54% training accuracy
-  after 850 steps, and 60% after 1,270 with a third language-model layer added. With the probe, the same stage
-  went from chance to 78% between steps 600 and 750, and held-out long-range at 2,000 frames from 47.8% to 87.9%.
+  at chance on long-range questions for 4,100 steps, and a fourth stage weighted 60% to them (stage 4's command
+  without `--presence-weight`) reached 54% training accuracy after 850 steps. With the probe, the same stage went
+  from chance to 78% between steps 600 and 750, and held-out long-range at 2,000 frames from 47.8% to 87.9%.
 - The shipped checkpoint took four runs of `train` (`demo_model/training.json` has the commands): 1000 steps
   of the default schedule, then 1000 more from those weights at a peak learning rate of 4e-4, on new streams
   (`step_offset`; the loss had stopped falling at 1e-3 and started again at the lower rate), then 2103 more with
