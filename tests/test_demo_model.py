@@ -4,7 +4,7 @@ shipped checkpoint (loadable, small, as accurate as reported), and the demo buil
 import json
 import random
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -18,7 +18,7 @@ from flash_vstream_hf.synthetic.checkpoint import demo_model, demo_model_path
 from flash_vstream_hf.synthetic.evaluation import evaluate, format_table, format_template_table
 from flash_vstream_hf.synthetic.grounding import GroundingHead, grounded_word_ids
 from flash_vstream_hf.synthetic.spec import LAYOUTS, demo_config, demo_processor, with_layout
-from flash_vstream_hf.synthetic.training import TrainSettings, train, train_step
+from flash_vstream_hf.synthetic.training import TrainSettings, stream_prefix, train, train_step
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -59,7 +59,7 @@ def test_a_few_dozen_steps_make_the_loss_fall(tmp_path):
     assert time.perf_counter() - start < 60
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(5, 41, 5))
-    assert records[-1]["loss"] < 0.5 * records[0]["loss"]
+    assert records[-1]["loss"] < 0.6 * records[0]["loss"]  # the answer loss and the default recipe's grounding loss
     reloaded, _ = demo_model(tmp_path / "model")  # what train() saves is what demo_model() loads
     for a, b in zip(model.state_dict().values(), reloaded.state_dict().values()):
         torch.testing.assert_close(a, b)
@@ -91,6 +91,36 @@ def test_the_grounding_loss_joins_the_answer_loss_after_perception():
     assert head.bias.grad is None or float(head.bias.grad.abs().sum()) == 0
 
 
+def test_a_prefix_step_plays_a_sped_up_stretch_into_the_memory_first_and_still_trains_the_vision_tower():
+    torch.manual_seed(0)
+    model = FlashVStreamForConditionalGeneration(demo_config()).train()
+    settings = TrainSettings(
+        streams_per_step=2, first_stage_steps=0, min_length=24, max_length=24, prefix_share=1.0,
+        prefix_frames=(40, 40), prefix_stride=(5, 5),
+    )  # fmt: skip
+    assert stream_prefix(settings, 0) == (40, 5)
+    assert stream_prefix(replace(settings, first_stage_steps=10), 3) == (0, 1)  # none in the first stage
+    assert {stream_prefix(replace(settings, prefix_share=0.0), step) for step in range(50)} == {(0, 1)}
+    shares = [stream_prefix(replace(settings, prefix_share=0.3, prefix_frames=(8, 64)), s) for s in range(400)]
+    assert 0.2 < sum(frames > 0 for frames, _ in shares) / 400 < 0.4
+    assert all(8 <= f <= 64 and 1 <= k <= 5 for f, k in shares if f)
+    variants = {layout: with_layout(model, layout) for layout in LAYOUTS}
+    added = []
+
+    def counting(handler):
+        def add_frames(features, memory):
+            added.append(features.shape[1])
+            return handler(features, memory)
+
+        return add_frames
+
+    for variant in variants.values():  # count the frames every layout's memory takes
+        variant.model._add_frames = counting(variant.model._add_frames)
+    result = train_step(model, variants, demo_processor(), settings, step=0)
+    assert result["prefix"] == 40 and result["length"] == 24 and sum(added) == 40 + 24
+    assert float(model.model.vision_tower.embeddings.patch_embedding.weight.grad.abs().sum()) > 0
+
+
 def test_the_shipped_checkpoint_is_small_and_loads(shipped):
     files = {path.name: path.stat().st_size for path in demo_model_path().iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json"} <= set(files)
@@ -116,35 +146,31 @@ def test_generate_answers_with_the_word_the_evaluation_scores(shipped):
 
 
 # What the shipped checkpoint really reaches on this fixed held-out set (8 streams, seeds 0-7, measured when it was
-# shipped: STAR now 93.0 / 94.5, recent 92.6 / 95.3, long-range 79.3 / 78.0 at 100 / 500 frames; recent window now
-# 93.8 / 94.5 and long-range 50.0 / 48.3, chance about 49), a few points below to absorb numerical changes in the
-# memory code.
-FLOORS = {
-    ("star", 100, "now"): 0.90,
-    ("star", 500, "now"): 0.91,
-    ("star", 100, "recent"): 0.89,
-    ("star", 500, "recent"): 0.91,
-    ("star", 100, "long-range"): 0.74,
-    ("star", 500, "long-range"): 0.73,
-    ("recent", 500, "now"): 0.91,
-}
-LONG_RANGE_LEAD = 0.2  # STAR over the recent window on long-range, at 100 and 500 frames (29 and 30 points shipped)
+# shipped), STAR at 100 / 500 / 2,000 / 10,000 frames: now 94.5 / 94.5 / 96.1 / 96.1, recent 90.1 / 88.2 / 94.5 /
+# 86.4, long-range 82.8 / 87.3 / 86.2 / 86.4 (recent window: long-range 42.2 / 45.8 / 50.5 / 46.6). The floors are a
+# few points below, to absorb numerical changes in the memory code; the lead and the flatness are the issue's
+# targets themselves.
+LENGTHS = (100, 500, 2000, 10000)
+FLOORS = {"now": 0.91, "recent": 0.84, "long-range": 0.79}
+LONG_RANGE_LEAD = 0.3  # STAR over the recent window of the same 72 tokens, on long-range questions, at every length
+FLAT = 0.05  # every family at 10,000 frames within 5 points of 500 frames
 
 
-def test_the_shipped_checkpoint_is_as_accurate_as_reported(shipped):
+def test_the_shipped_checkpoint_meets_its_targets_on_a_fixed_held_out_set(shipped):
     model, processor = shipped
     start = time.perf_counter()
-    scores = evaluate(model, processor, lengths=(100, 500), layouts=("star", "recent"), streams=8, progress=False)
-    print(format_table(scores, (100, 500), ("star", "recent")))
+    scores = evaluate(model, processor, lengths=LENGTHS, layouts=("star", "recent"), streams=8, progress=False)
+    print(format_table(scores, LENGTHS, ("star", "recent")))
     assert time.perf_counter() - start < 120
-    for (layout, length, family), floor in FLOORS.items():
-        assert scores.accuracy(layout, length, family) >= floor, (layout, length, family)
-    for length in (100, 500):  # the memory, not the last seconds, answers the long-range questions
+    for family, floor in FLOORS.items():
+        for length in LENGTHS:
+            assert scores.accuracy("star", length, family) >= floor, (length, family)
+        assert abs(scores.accuracy("star", 10000, family) - scores.accuracy("star", 500, family)) <= FLAT, family
+    for length in LENGTHS:  # the memory, not the last seconds, answers the long-range questions
         lead = scores.accuracy("star", length, "long-range") - scores.accuracy("recent", length, "long-range")
         assert lead >= LONG_RANGE_LEAD, length
-    # Per template: the counts add up to the families', and the gains of the grounding stage on "is there a red shape
-    # now" (71% before it) and of the presence probe on "did a red shape appear" (46% before it) hold: 97.2% and
-    # 100% on this set, 100 and 500 frames, when shipped.
+    # Per template: the counts add up to the families', and what the grounding loss and the presence probe were added
+    # for holds: "is there a red shape now" (71% without them) and "did a red shape appear" (46%).
     table = format_template_table(scores)
     print(table)
     star_kinds = {kind: n for (layout, kind), n in scores.kind_total.items() if layout == "star"}
@@ -162,6 +188,17 @@ def test_the_demo_plays_a_stream_and_prints_the_score(capsys):
     assert "truth:" in out and time.perf_counter() - start < 60
 
 
+def test_train_demo_alone_retrains_the_shipped_checkpoint():
+    from flash_vstream_hf.train_demo import settings_from_args
+
+    info = json.loads((demo_model_path() / "training.json").read_text())
+    assert info["commands"] == ["flash-vstream train-demo --output-dir demo_model"]
+    args = build_parser().parse_args(info["commands"][0].split()[1:])
+    recorded = info["stages"][0]["settings"]
+    assert json.loads(json.dumps(asdict(settings_from_args(args)))) == recorded  # (tuples are lists in JSON)
+    assert info["stages"][0]["steps_done"] == recorded["steps"] and info["train_seconds_total"] < 3600
+
+
 def test_train_demo_is_a_registered_command():
     args = build_parser().parse_args(["train-demo", "--steps", "5", "--output-dir", "x"])
     assert args.steps == 5 and args.run.__module__ == "flash_vstream_hf.train_demo"
@@ -176,3 +213,8 @@ def test_train_demo_takes_family_weights_and_names_a_wrong_one(capsys):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["train-demo", "--family-weights", wrong])
         assert named in capsys.readouterr().err
+    assert build_parser().parse_args(["train-demo", "--prefix-share", "0.3"]).prefix_share == 0.3
+    for wrong in ("1.5", "-0.1", "some"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["train-demo", "--prefix-share", wrong])
+        assert "--prefix-share" in capsys.readouterr().err

@@ -175,3 +175,24 @@ def test_grounding_labels_follow_the_ground_truth():
     on = [{GROUNDED_WORDS[i] for i in row.nonzero().flatten().tolist()} for row in labels]
     both = {"square", "red", "triangle"}
     assert on == [{"red", "circle"}, set(), {"blue"} | both, {"green"} | both]
+
+
+def test_a_sampled_stream_plays_the_source_frames_it_names_and_questions_follow_what_it_plays():
+    from flash_vstream_hf.synthetic.world import SampledStream
+
+    source = hand_built()
+    times = [0, 12, 14, *range(16, 30)]  # one frame of the red circle, then every frame from 16 on
+    view = SampledStream(source, times)
+    assert len(view) == len(times) and view.seed == source.seed
+    for t in (0, 1, 5, len(times) - 1):
+        assert view.objects_at(t) == source.objects_at(times[t])
+        np.testing.assert_array_equal(view.frame(t), source.frame(times[t]))
+    np.testing.assert_array_equal(view.frames(1, 4), np.stack([source.frame(s) for s in times[1:4]]))
+    colours, _ = view.presence(range(len(times)))
+    assert colours.sum(0).tolist() == [1 + 5, 5, 5, 0, 0, 0]  # red (circle, triangle), green, blue
+    # frame 0 of the view is the only red circle: "did a circle appear" is yes only because the view played it
+    maker = QuestionMaker(view, long_range_window=8)
+    question = maker.long_shape_seen(len(times) - 1, random.Random(0))
+    assert (question.text, question.answer) == ("did a circle appear", "yes")
+    with pytest.raises(ValueError, match="increasing"):
+        SampledStream(source, [3, 3, 4])

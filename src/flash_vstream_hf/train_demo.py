@@ -1,8 +1,8 @@
 """`flash-vstream train-demo`: train the built-in demo model from scratch on synthetic streams (CPU, one core).
 
 Reproducible from `--seed`: streams, questions, initialisation and k-means are all seeded, and torch runs on one
-thread. The defaults are the settings of the first of the four stages the shipped checkpoint
-(`flash_vstream_hf/demo_model/`) was trained in; its `training.json` has all four commands. See
+thread. The defaults are the recipe of the shipped checkpoint (`flash_vstream_hf/demo_model/`, whose
+`training.json` records the command and every setting): `flash-vstream train-demo` alone retrains it. See
 `flash_vstream_hf/synthetic/training.py` for the method. A progress bar shows the running loss and answer
 accuracy per family; `--log` appends one JSON line per `--log-every` steps.
 """
@@ -36,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.family_weights,
         help="question families after the first stage, e.g. now=0.2,recent=0.2,long-range=0.6",
     )
+    parser.add_argument(
+        "--prefix-share",
+        type=share,
+        default=defaults.prefix_share,
+        help="share of steps whose clip follows a long sped-up prefix (a long stream's memory)",
+    )
     parser.add_argument("--first-stage-steps", type=int, default=defaults.first_stage_steps)
     parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
     parser.add_argument("--stop-after", type=int, default=None, help="stop after this many of the planned steps")
@@ -67,13 +73,31 @@ def family_weights(text: str) -> dict[str, float]:
     return weights
 
 
+def share(text: str) -> float:
+    """A fraction in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share between 0 and 1")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from .synthetic.training import train
 
     torch.set_num_threads(args.threads)
-    settings = TrainSettings(
+    train(settings_from_args(args), args.output_dir, args.log)
+    print(f"saved to {args.output_dir}")
+    return 0
+
+
+def settings_from_args(args: argparse.Namespace) -> TrainSettings:
+    """The `TrainSettings` of a parsed `train-demo` command line (every setting without a flag at its default)."""
+    return TrainSettings(
         seed=args.seed,
         steps=args.steps,
         streams_per_step=args.streams_per_step,
@@ -82,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         grounding_weight=args.grounding_weight,
         presence_weight=args.presence_weight,
         family_weights=args.family_weights,
+        prefix_share=args.prefix_share,
         first_stage_steps=args.first_stage_steps,
         warmup_steps=args.warmup_steps,
         stop_after=args.stop_after,
@@ -92,6 +117,3 @@ def run(args: argparse.Namespace) -> int:
         max_minutes=args.max_minutes,
         log_every=args.log_every,
     )
-    train(settings, args.output_dir, args.log)
-    print(f"saved to {args.output_dir}")
-    return 0

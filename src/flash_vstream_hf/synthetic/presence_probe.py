@@ -13,7 +13,7 @@ layer's output can attend to every memory token (they all come before it), and c
 after it, so only "did a" before it says which question it is. A linear layer there predicts the yes/no answer of
 the long-range presence questions (`KINDS`); its binary cross-entropy is added to the answer loss.
 
-Measured in the shipped checkpoint's fourth stage (1,500 steps from the third stage's weights;
+Measured in the fourth training stage of the checkpoint shipped before this one (1,500 steps from its third stage;
 `flash-vstream demo --eval`): held-out long-range at 2,000 frames went from 47.8% to 87.9%, and "did a red shape
 appear" from 46% to 97%. "Did a triangle appear" stayed at chance: the shape is barely in the temporal tokens
 (max-cosine AUC 0.65).

@@ -8,32 +8,36 @@ k-means centroids, the retrieved key frames, the abstract update are all differe
 vision tower. Frames enter one at a time exactly as at inference, since a memory fed frame by frame is not the
 one an offline pass over the same frames gives (streaming k-means re-clusters at every frame).
 
-Tricks, and why:
+Tricks, and why (the defaults of `TrainSettings` are the shipped checkpoint's recipe, one run of
+`flash-vstream train-demo`; "earlier checkpoint" below is the one it replaced, trained in four stages):
 - A grounding loss (`grounding_weight`, see `grounding.py`) next to the answer loss: the projected frame token
   must point at the word embeddings of the colours and shapes it shows. Without it the model learnt to name
   the colour of a named shape (97%) but not to say whether a named colour is there (71% on "is there a red shape
-  now"); the shipped checkpoint's third stage added it and that question went to 100%. `perception_steps`
-  runs it alone on single frames first (ten steps a second) for a run from scratch; from scratch with 1,500 of
-  them, presence was still not learnt after 1,500 answer steps, so the shipped recipe does not use them.
+  now"); adding it to the earlier checkpoint took that question to 100%. `perception_steps` runs it alone on
+  single frames first (ten steps a second); from scratch with 1,500 of them, presence was still not learnt after
+  1,500 answer steps, so the recipe does not use them.
 - A first stage of short clips (8 frames) with only *now* and *recent* questions: from scratch, the vision tower
   must first learn to see colours and shapes, and questions it cannot answer yet (long-range ones) only add
   noise; the short clips make these steps four times cheaper.
 - A peak learning rate of 1e-3: at 2e-3 the model stayed at the answer priors for hundreds of steps (the vision
   tower's features moved too fast for the language model to latch on), at 1e-3 it starts answering from the
   frames within ~200 steps.
-- Short training streams (24 to 64 frames, a curriculum from the shortest): the memory is a fixed 72 tokens
-  whatever the length, and the temporal memory is already clustering (k-means over 32 centroids) after 36
-  frames, so what is learnt carries to 10,000-frame streams; a step costs time linear in the stream length.
+- Short training clips (24 to 64 frames, a curriculum from the shortest): the memory is a fixed 72 tokens
+  whatever the length and a step costs time linear in the clip length.
+- A sped-up prefix before 30% of the clips (`prefix_share`, see `stream_prefix`): 64 to 512 frames played 1 to
+  16 seconds apart, without gradients. Short clips alone do not carry to long streams: after 64 frames the
+  32 temporal centroids are still single frames, after 10,000 each one averages hundreds of frames from dozens
+  of scenes. The same recipe without the prefix scored long-range 85.0% at 500 frames and 72.8% at 10,000
+  ("did a red shape appear" 97% and 84%, and 96% at 10,000 without the retrieved key frames: the model misread
+  what a long stream's largest clusters look like); with it, 86.7% and 83.2%. It costs 50% more time per step.
+  A prefix before 50% of the clips went too far: long-range 91.2% at 500 frames but 79.7% at 10,000, and *now*
+  and *recent* lost 6 and 9 points.
 - A presence probe (`presence_weight`, see `presence_probe.py`): a training-only loss on the language model's
   first layer at the asked word of "did X appear". The memory holds the answer (a max-cosine read-out of the
-  temporal tokens separates yes from no with an AUC of 0.98), but through the answer loss alone the model stayed
-  at chance on long-range questions for 4,100 steps, and a fourth stage weighted 60% to them (stage 4's command
-  without `--presence-weight`) reached 54% training accuracy after 850 steps. With the probe, the same stage went
-  from chance to 78% between steps 600 and 750, and held-out long-range at 2,000 frames from 47.8% to 87.9%.
-- The shipped checkpoint took four runs of `train` (`demo_model/training.json` has the commands): 1000 steps
-  of the default schedule, then 1000 more from those weights at a peak learning rate of 4e-4, on new streams
-  (`step_offset`; the loss had stopped falling at 1e-3 and started again at the lower rate), then 2103 more with
-  the grounding loss at weight 0.5, then 1500 with the presence probe, long-range questions weighted 60%.
+  temporal tokens separates yes from no with an AUC of 0.98), but through the answer loss alone the earlier
+  checkpoint stayed at chance on long-range questions for 4,100 steps, and a fourth stage weighted 60% to them
+  reached 54% training accuracy after 850 steps. With the probe, the same stage went from chance to 78% between
+  steps 600 and 750, and held-out long-range at 2,000 frames from 47.8% to 87.9%.
 - Three memory layouts share the weights (`spec.with_layout`), 70% STAR and 15% each ablation, so the ablations
   in the evaluation are the same model reading another memory, not a model that never saw such a memory.
 """
@@ -55,7 +59,7 @@ from .grounding import GroundingHead, frame_labels, grounded_word_ids, grounding
 from .presence_probe import PresenceProbe, presence_probe_loss
 from .questions import FAMILIES, QuestionMaker, ask
 from .spec import LAYOUTS, demo_config, demo_processor, with_layout
-from .world import SyntheticStream
+from .world import SampledStream, SyntheticStream
 
 TRAIN_SEED_BASE = 1_000_000  # training streams use seeds >= this; evaluation and the demo use seeds below it
 
@@ -71,16 +75,19 @@ class TrainSettings:
     weight_decay: float = 0.01
     perception_steps: int = 0  # grounding loss only, on single frames (see grounding.py), before everything else
     perception_frames: int = 16  # frames per stream in a perception step, drawn from its first 300 seconds
-    grounding_weight: float = 0.0  # weight of the grounding loss added to the answer loss after perception
-    presence_weight: float = 0.0  # weight of the presence-probe loss (see presence_probe.py)
+    grounding_weight: float = 0.5  # weight of the grounding loss added to the answer loss after perception
+    presence_weight: float = 1.0  # weight of the presence-probe loss (see presence_probe.py)
     first_stage_steps: int = 300  # short clips, now/recent questions only (see the module docstring)
     first_stage_length: int = 8
     first_stage_family_weights: dict = field(default_factory=lambda: {"now": 0.6, "recent": 0.4})
     min_length: int = 24  # frames per training stream: grows from min_length to max_length over the curriculum
     max_length: int = 64
     curriculum_fraction: float = 0.3  # share of the steps over which the longest length grows to max_length
-    family_weights: dict = field(default_factory=lambda: {"now": 0.3, "recent": 0.3, "long-range": 0.4})
+    family_weights: dict = field(default_factory=lambda: {"now": 0.3, "recent": 0.2, "long-range": 0.5})
     layout_weights: dict = field(default_factory=lambda: {"star": 0.7, "no-retrieval": 0.15, "recent": 0.15})
+    prefix_share: float = 0.3  # share of the later steps whose clips follow a long sped-up prefix (play_prefix)
+    prefix_frames: tuple[int, int] = (64, 512)  # frames the prefix plays, log-uniform in this range
+    prefix_stride: tuple[int, int] = (1, 16)  # seconds of stream per prefix frame, uniform in this range
     log_every: int = 25
     save_every: int = 250
     max_minutes: float | None = None  # stop early (and save) after this much wall time
@@ -104,14 +111,45 @@ def stream_length(settings: TrainSettings, step: int, rng: random.Random) -> int
     return rng.randint(settings.min_length, max(settings.min_length, longest))
 
 
+def stream_prefix(settings: TrainSettings, step: int) -> tuple[int, int]:
+    """`(frames, stride)` of the prefix played before the clip of `step`, `(0, 1)` for none: the prefix is what
+    makes a training memory look like a long stream's (see `train_step`). Drawn from its own generator, so
+    `prefix_share=0` leaves every other draw of a step as it was."""
+    rng = random.Random(f"{settings.seed}-prefix-{step}")
+    step -= settings.perception_steps
+    if step < settings.first_stage_steps or rng.random() >= settings.prefix_share:
+        return 0, 1
+    low, high = settings.prefix_frames
+    frames = round(math.exp(rng.uniform(math.log(low), math.log(high))))
+    return frames, rng.randint(*settings.prefix_stride)
+
+
+@torch.no_grad()
+def play_prefix(variant, streams: list[SyntheticStream], prefix: int, stride: int, length: int):
+    """Play `prefix` frames `stride` seconds apart into a fresh memory of `variant`, without gradients, and return
+    the streams as `SampledStream`s (the prefix, then `length` contiguous frames of the clip) with that memory;
+    `(streams, None)` for no prefix. Why: training clips are 24-64 frames, so without a prefix their temporal
+    centroids are single frames, while after 10,000 frames each one averages hundreds of frames from dozens of
+    scenes, a memory the language model would never see in training. The clip after the prefix still trains the
+    vision tower through the memory."""
+    if not prefix:
+        return streams, None
+    times = [*range(0, prefix * stride, stride), *range(prefix * stride, prefix * stride + length)]
+    streams = [SampledStream(stream, times) for stream in streams]
+    features = variant.model.get_frame_features(pixel_values(np.stack([s.frames(0, prefix) for s in streams])))
+    memory = None
+    for t in range(prefix):
+        memory = variant.model._add_frames(features[:, t : t + 1], memory)
+    return streams, memory
+
+
 def draw_questions(maker: QuestionMaker, t: int, count: int, weights: dict, rng: random.Random) -> list:
     """`count` questions at frame `t`, families drawn by `weights`."""
     questions = []
     while len(questions) < count:
         family = rng.choices(list(weights), weights=list(weights.values()))[0]
         # A family with no question defined at t (long-range before frame 18) falls back to `now`; `now_count` is
-        # defined at every frame, the last resort when `ask` draws an undefined template eight times in a row (the
-        # shipped checkpoint was trained without that last resort: it never came up in its steps).
+        # defined at every frame, the last resort when `ask` draws an undefined template eight times in a row.
         questions.append(ask(maker, family, t, rng) or ask(maker, "now", t, rng) or maker.now_count(t, rng))
     return questions
 
@@ -149,19 +187,21 @@ def train_step(model, variants: dict, processor, settings: TrainSettings, step: 
     weights = settings.first_stage_family_weights if first_stage else settings.family_weights
     if first_stage:
         layout, variant = "star", variants["star"]
-    streams = training_streams(settings, step)
+    prefix, stride = stream_prefix(settings, step)
+    streams, memory = play_prefix(variant, training_streams(settings, step), prefix, stride, length)
     makers = [QuestionMaker(stream) for stream in streams]
-    pixels = pixel_values(np.stack([s.frames(0, length) for s in streams]))
-    ask_at = sorted({rng.randint(length // 2, length - 2), length - 1})  # frame indices questions are asked at
+    pixels = pixel_values(np.stack([s.frames(prefix, prefix + length) for s in streams]))
+    # frame indices questions are asked at
+    ask_at = sorted({prefix + rng.randint(length // 2, length - 2), prefix + length - 1})
     # The vision tower runs once over all frames (it sees each frame on its own, so this equals encoding them one
     # by one, at a third of the cost); the memory then takes them one at a time, as `encode_videos` (the
     # grad-enabled frame handler) adds each frame of a stream, through the same `_add_frames`.
     features = variant.model.get_frame_features(pixels)  # [B, T, P_spa^2, D]
-    memory, losses, probe_losses, hits = None, [], [], {family: [] for family in FAMILIES}
+    losses, probe_losses, hits = [], [], {family: [] for family in FAMILIES}
     probing = probe is not None and settings.presence_weight > 0
     word_ids = torch.tensor(grounded_word_ids())  # what the probe looks for
-    for t in range(length):
-        memory = variant.model._add_frames(features[:, t : t + 1], memory)
+    for t in range(prefix, prefix + length):
+        memory = variant.model._add_frames(features[:, t - prefix : t - prefix + 1], memory)
         if t not in ask_at:
             continue
         questions = [
@@ -180,9 +220,9 @@ def train_step(model, variants: dict, processor, settings: TrainSettings, step: 
     loss = torch.stack(losses).mean()
     if probe_losses:
         loss = loss + settings.presence_weight * torch.stack(probe_losses).mean()
-    result = {"layout": layout, "length": length, **{f: hits[f] for f in FAMILIES}}
+    result = {"layout": layout, "length": length, "prefix": prefix, **{f: hits[f] for f in FAMILIES}}
     if head is not None and settings.grounding_weight > 0:
-        labels = torch.stack([frame_labels(s, range(length)) for s in streams])
+        labels = torch.stack([frame_labels(s, range(prefix, prefix + length)) for s in streams])
         grounding, result["grounded"] = grounding_loss(head, model, features, labels)
         loss = loss + settings.grounding_weight * grounding
     loss.backward()

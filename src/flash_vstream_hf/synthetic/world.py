@@ -219,6 +219,38 @@ class SyntheticStream:
         return np.stack([self.frame(t) for t in range(start, stop)])
 
 
+
+class SampledStream:
+    """Frames `times[0], times[1], ...` of `source`, played as frames `0, 1, ...`, with their ground truth.
+
+    Training uses it to put a long stretch of stream time in front of a short clip cheaply: a stride of `s`
+    seconds per played frame makes the memory's temporal centroids average as many different scenes as a
+    stream `s` times as long does. Questions about a `SampledStream` are about the frames it plays, which are
+    what the memory saw. Only what `QuestionMaker`, the grounding labels and the training loop use is here.
+    """
+
+    def __init__(self, source: SyntheticStream, times: list[int]):
+        if any(b <= a for a, b in zip(times, times[1:])):
+            raise ValueError("SampledStream times must be increasing")
+        self.source, self.times = source, list(times)
+        self.seed, self.size = source.seed, source.size
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def objects_at(self, t: int) -> list[tuple[str, str]]:
+        return self.source.objects_at(self.times[t])
+
+    def presence(self, times: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+        return self.source.presence(self.times[t] for t in times)
+
+    def frame(self, t: int) -> np.ndarray:
+        return self.source.frame(self.times[t])
+
+    def frames(self, start: int, stop: int) -> np.ndarray:
+        return np.stack([self.frame(t) for t in range(start, stop)])
+
+
 _NOISE_BANK = 64
 
 
