@@ -371,3 +371,49 @@ def test_cli_export_hub_rejects_a_bad_repo_id(tmp_path, capsys, arguments, messa
     assert main(["export-hub", str(folder), *arguments]) == 1
     assert message in capsys.readouterr().err
     assert not (folder / "README.md").exists()  # checked before anything is written
+
+
+DEMO_REMOTE_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.modules["flash_vstream_hf"] = None
+    import json
+    import numpy as np
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    folder, frames_path, question = sys.argv[1:4]
+    model = AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    chat = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+    prompt = processor.apply_chat_template(chat, add_generation_prompt=True)
+    inputs = processor(text=prompt, videos=np.load(frames_path), return_tensors="pt")
+    generated = model.generate(**inputs, max_new_tokens=1, do_sample=False)
+    print(json.dumps(processor.tokenizer.convert_ids_to_tokens(generated[0, -1:].tolist())))
+    """
+)
+
+
+def test_the_exported_demo_model_answers_with_remote_code_as_the_package_does(tmp_path):
+    import shutil
+
+    from flash_vstream_hf.synthetic import SyntheticStream
+    from flash_vstream_hf.synthetic.checkpoint import demo_model, demo_model_path
+
+    folder = tmp_path / "demo"
+    shutil.copytree(demo_model_path(), folder)
+    assert main(["export-hub", str(folder), "--model-card", str(folder / "README.md")]) == 0
+    assert (folder / "README.md").read_text().startswith("# The trained demo model")  # its own card, kept
+    frames = SyntheticStream(5).frames(0, 40)
+    np.save(tmp_path / "frames.npy", frames)
+    question = "how many shapes are there now"
+    result = run_without_the_package(DEMO_REMOTE_SCRIPT, [folder, tmp_path / "frames.npy", question], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    remote_words = json.loads(result.stdout.strip().splitlines()[-1])
+
+    model, processor = demo_model()
+    chat = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+    prompt = processor.apply_chat_template(chat, add_generation_prompt=True)
+    inputs = processor(text=prompt, videos=frames, return_tensors="pt")
+    generated = model.generate(**inputs, max_new_tokens=1, do_sample=False)
+    assert remote_words == processor.tokenizer.convert_ids_to_tokens(generated[0, -1:].tolist())
+    assert remote_words[0] in ("zero", "one", "two")
