@@ -128,9 +128,7 @@ def stream_prefix(settings: TrainSettings, step: int) -> tuple[int, int]:
 def play_prefix(variant, streams: list[SyntheticStream], prefix: int, stride: int, length: int):
     """Play `prefix` frames `stride` seconds apart into a fresh memory of `variant`, without gradients, and return
     the streams as `SampledStream`s (the prefix, then `length` contiguous frames of the clip) with that memory;
-    `(streams, None)` for no prefix. Why: training clips are 24-64 frames, so without a prefix their temporal
-    centroids are single frames, while after 10,000 frames each one averages hundreds of frames from dozens of
-    scenes, a memory the language model would never see in training. The clip after the prefix still trains the
+    `(streams, None)` for no prefix. Why a prefix: see the module docstring. The clip after it still trains the
     vision tower through the memory."""
     if not prefix:
         return streams, None

@@ -219,7 +219,6 @@ class SyntheticStream:
         return np.stack([self.frame(t) for t in range(start, stop)])
 
 
-
 class SampledStream:
     """Frames `times[0], times[1], ...` of `source`, played as frames `0, 1, ...`, with their ground truth.
 
@@ -247,8 +246,7 @@ class SampledStream:
     def frame(self, t: int) -> np.ndarray:
         return self.source.frame(self.times[t])
 
-    def frames(self, start: int, stop: int) -> np.ndarray:
-        return np.stack([self.frame(t) for t in range(start, stop)])
+    frames = SyntheticStream.frames  # frames [start, stop) through `frame`
 
 
 _NOISE_BANK = 64
