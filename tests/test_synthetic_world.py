@@ -94,6 +94,24 @@ def test_hand_built_questions():
     assert maker.long_longest(29, rng) is None  # red is in the last 5 frames: not a long-range question
 
 
+def test_hard_negatives_ask_now_about_a_colour_that_left_the_screen():
+    # At 28 a green square is on screen; red and blue were on screen before, the other three colours never.
+    def no_colours(share=None):  # None: the default, as evaluation and the demo ask
+        maker = QuestionMaker(hand_built()) if share is None else QuestionMaker(hand_built(), hard_negative_share=share)
+        questions = [maker.now_present(28, random.Random(seed)) for seed in range(60)]
+        return [q.text.split()[3] for q in questions if q.answer == "no"], questions
+
+    hard, questions = no_colours(1.0)
+    assert set(hard) == {"red", "blue"}  # only the newest frame tells these are gone
+    assert 15 <= len(hard) <= 45  # yes and no stay balanced
+    assert all(q.answer == "yes" for q in questions if q.text.split()[3] == "green")
+    plain, _ = no_colours()
+    assert {"white", "yellow", "purple"} & set(plain)  # by default: any absent colour
+    # Nothing seen before frame 0: a hard negative falls back to any absent colour rather than no question.
+    first = QuestionMaker(hand_built(), hard_negative_share=1.0).now_present(0, random.Random(1))
+    assert first is not None and first.text.split()[3] in COLOURS
+
+
 def oracle(stream, question, frames):
     """Answer `question` from the ground truth of `frames` only (a recent-window oracle when those are the last
     frames; a perfect one with all frames)."""

@@ -42,6 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.prefix_share,
         help="share of steps whose clip follows a long sped-up prefix (a long stream's memory)",
     )
+    parser.add_argument(
+        "--hard-negative-share",
+        type=share,
+        default=defaults.hard_negative_share,
+        help="share of 'is there a X shape now' whose 'no' colour was on screen before",
+    )
     parser.add_argument("--first-stage-steps", type=int, default=defaults.first_stage_steps)
     parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
     parser.add_argument("--stop-after", type=int, default=None, help="stop after this many of the planned steps")
@@ -107,6 +113,7 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
         presence_weight=args.presence_weight,
         family_weights=args.family_weights,
         prefix_share=args.prefix_share,
+        hard_negative_share=args.hard_negative_share,
         first_stage_steps=args.first_stage_steps,
         warmup_steps=args.warmup_steps,
         stop_after=args.stop_after,

@@ -71,9 +71,14 @@ class QuestionMaker:
     """Draws questions about one stream; cheap to query at any frame (ground truth is cached as presence
     arrays, extended as the stream grows)."""
 
-    def __init__(self, stream: SyntheticStream, long_range_window: int = LONG_RANGE_WINDOW):
+    def __init__(
+        self, stream: SyntheticStream, long_range_window: int = LONG_RANGE_WINDOW, hard_negative_share: float = 0.0
+    ):
         self.stream = stream
         self.window = long_range_window
+        # Training only: the share of "is there a X shape now" whose "no" colour was on screen before (see
+        # `now_present`). 0 (evaluation, the demo) draws nothing extra from `rng`, so those questions do not change.
+        self.hard_negative_share = hard_negative_share
         self._colours = np.zeros((0, len(COLOUR_NAMES)), dtype=bool)
         self._shapes = np.zeros((0, len(SHAPES)), dtype=bool)
         self._colour_counts = np.zeros((1, len(COLOUR_NAMES)), dtype=np.int64)  # cumulative, row t = frames < t
@@ -115,7 +120,14 @@ class QuestionMaker:
 
     def now_present(self, t: int, rng: random.Random) -> Question | None:
         present = {c for _, c in self.stream.objects_at(t)}
-        colour = self._balanced(rng, sorted(present), [c for c in COLOUR_NAMES if c not in present])
+        absent = [c for c in COLOUR_NAMES if c not in present]
+        # Most absent colours are outside the stream's palette, so the memory alone rules them out; a model trained
+        # on those says "yes" to a palette colour that left the screen a few frames ago. A hard negative is a
+        # colour seen before `t`: only the newest frame tells it is gone.
+        if self.hard_negative_share > 0 and rng.random() < self.hard_negative_share:
+            seen = self.colour_frames(0, t)
+            absent = [c for c in absent if seen[COLOUR_NAMES.index(c)] > 0] or absent
+        colour = self._balanced(rng, sorted(present), absent)
         return Question(f"is there a {colour} shape now", _yes(colour in present), "now", "now_present", t, YES_NO)
 
     # -- recent ---------------------------------------------------------------------------------------------------

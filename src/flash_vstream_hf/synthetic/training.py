@@ -88,6 +88,7 @@ class TrainSettings:
     prefix_share: float = 0.3  # share of the later steps whose clips follow a long sped-up prefix (play_prefix)
     prefix_frames: tuple[int, int] = (64, 512)  # frames the prefix plays, log-uniform in this range
     prefix_stride: tuple[int, int] = (1, 16)  # seconds of stream per prefix frame, uniform in this range
+    hard_negative_share: float = 0.0  # share of "is there a X shape now" asking a colour seen before (questions.py)
     log_every: int = 25
     save_every: int = 250
     max_minutes: float | None = None  # stop early (and save) after this much wall time
@@ -187,7 +188,7 @@ def train_step(model, variants: dict, processor, settings: TrainSettings, step: 
         layout, variant = "star", variants["star"]
     prefix, stride = stream_prefix(settings, step)
     streams, memory = play_prefix(variant, training_streams(settings, step), prefix, stride, length)
-    makers = [QuestionMaker(stream) for stream in streams]
+    makers = [QuestionMaker(stream, hard_negative_share=settings.hard_negative_share) for stream in streams]
     pixels = pixel_values(np.stack([s.frames(prefix, prefix + length) for s in streams]))
     # frame indices questions are asked at
     ask_at = sorted({prefix + rng.randint(length // 2, length - 2), prefix + length - 1})
