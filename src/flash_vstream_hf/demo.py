@@ -7,7 +7,9 @@ seconds ago, and what left the screen long ago; each answer is printed next to t
 
 - `--eval`: accuracy per question family on held-out streams of 100, 500 and 2,000 frames (`--eval-lengths`),
   for STAR memory and for the ablations at the same token budget (a recent window, no retrieval), with chance.
-  Then STAR's accuracy and share of "yes" answers per question template.
+  Then STAR's accuracy and share of "yes" answers per question template; `--show-wrong` lists STAR's wrong
+  answers with what was on screen. `--eval-first-seed` evaluates another range of held-out seeds (a validation
+  set to compare training recipes on, so that the reported set never picks one).
 - `--model tiny`: the former demo, the whole pipeline (file decoding, offline and frame-by-frame paths,
   `StreamingSession`, saving the memory) on a tiny random-weight model, whose answers are gibberish by design.
 """
@@ -37,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval", action="store_true", help="print accuracy per family, STAR vs ablations")
     parser.add_argument("--eval-lengths", default="100,500,2000", help="stream lengths evaluated (frames)")
     parser.add_argument("--eval-streams", type=int, default=16, help="held-out streams per evaluation")
+    parser.add_argument(
+        "--eval-first-seed", type=int, default=0,
+        help="seed of the first held-out stream (default 0; another range is a validation set)",
+    )  # fmt: skip
+    parser.add_argument("--show-wrong", action="store_true", help="with --eval: list STAR's wrong answers")
     parser.add_argument("--fps", type=float, default=1.0, help="tiny model: frames sampled per second (default 1)")
     parser.add_argument("--max-new-tokens", type=int, default=12, help="tiny model: tokens per answer")
 
@@ -71,16 +78,25 @@ def run(args: argparse.Namespace) -> int:
 def run_eval(model, processor, args: argparse.Namespace) -> int:
     import time
 
-    from .synthetic.evaluation import evaluate, format_table, format_template_table
+    from .synthetic.evaluation import evaluate, format_table, format_template_table, format_wrong
+    from .synthetic.training import TRAIN_SEED_BASE
 
     lengths = tuple(int(n) for n in args.eval_lengths.split(","))
+    seeds = range(args.eval_first_seed, args.eval_first_seed + args.eval_streams)
+    if seeds.start < 0 or seeds.stop > TRAIN_SEED_BASE:
+        raise SystemExit(
+            f"--eval-first-seed {args.eval_first_seed} with --eval-streams {args.eval_streams}: held-out seeds must "
+            f"lie in [0, {TRAIN_SEED_BASE}); seeds from {TRAIN_SEED_BASE} on are training streams"
+        )
     layouts = ("star", "no-retrieval", "recent")
     start = time.perf_counter()
-    scores = evaluate(model, processor, lengths=lengths, layouts=layouts, streams=args.eval_streams)
-    print(f"accuracy (%) on {args.eval_streams} held-out streams per length, 72-token memories "
-          f"({time.perf_counter() - start:.0f} s):\n")  # fmt: skip
+    scores = evaluate(model, processor, lengths, layouts, streams=args.eval_streams, first_seed=seeds.start)
+    print(f"accuracy (%) on {args.eval_streams} held-out streams per length (seeds {seeds.start}-{seeds.stop - 1}), "
+          f"72-token memories ({time.perf_counter() - start:.0f} s):\n")  # fmt: skip
     print(format_table(scores, lengths, layouts))
     print(f"\nSTAR per question template, all lengths:\n\n{format_template_table(scores)}")
+    if args.show_wrong:
+        print(f"\n{format_wrong(scores)}")
     return 0
 
 

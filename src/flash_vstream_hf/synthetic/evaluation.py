@@ -35,6 +35,8 @@ class Scores:
     kind_correct: dict = field(default_factory=lambda: defaultdict(int))
     kind_total: dict = field(default_factory=lambda: defaultdict(int))
     kind_yes: dict = field(default_factory=lambda: defaultdict(int))
+    # every wrong answer: (layout, stream seed, question, the word answered, the (shape, colour)s on screen then)
+    wrong: list = field(default_factory=list)
 
     def accuracy(self, layout: str, length: int, family: str) -> float:
         return self.correct[layout, length, family] / max(1, self.total[layout, length, family])
@@ -103,6 +105,8 @@ def evaluate(
                 scores.kind_correct[layout, q.kind] += word == q.answer
                 scores.kind_total[layout, q.kind] += 1
                 scores.kind_yes[layout, q.kind] += word == "yes"
+                if word != q.answer:
+                    scores.wrong.append((layout, world[i].seed, q, word, world[i].objects_at(q.time)))
     return scores
 
 
@@ -142,6 +146,18 @@ def format_template_table(scores: Scores, layout: str = "star") -> str:
         accuracy = 100 * scores.kind_correct[layout, kind] / total
         lines.append([kind, f"{accuracy:.1f}", f"{100 * scores.kind_yes[layout, kind] / total:.1f}", str(total)])
     return _render(lines)
+
+
+def format_wrong(scores: Scores, layout: str = "star") -> str:
+    """`layout`'s wrong answers, one per line, by family, stream and frame: the question, the answer given, the
+    truth and what was on screen when it was asked (what a family's score hides, e.g. which colours it confuses)."""
+    rows = sorted((FAMILIES.index(q.family), seed, q.time, q.text, word, q, screen)
+                  for name, seed, q, word, screen in scores.wrong if name == layout)  # fmt: skip
+    lines = [f"{len(rows)} wrong answers of {LAYOUT_NAMES.get(layout, layout)}:"]
+    for _, seed, time, text, word, q, screen in rows:
+        shown = ", ".join(f"{colour} {shape}" for shape, colour in screen) or "nothing"
+        lines.append(f"  stream {seed} frame {time} [{q.kind}] {text}? {word!r}, truth {q.answer!r} (on screen: {shown})")
+    return "\n".join(lines)
 
 
 def _render(lines: list[list[str]]) -> str:
