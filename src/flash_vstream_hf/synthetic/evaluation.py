@@ -151,12 +151,13 @@ def format_template_table(scores: Scores, layout: str = "star") -> str:
 def format_wrong(scores: Scores, layout: str = "star") -> str:
     """`layout`'s wrong answers, one per line, by family, stream and frame: the question, the answer given, the
     truth and what was on screen when it was asked (what a family's score hides, e.g. which colours it confuses)."""
-    rows = sorted((FAMILIES.index(q.family), seed, q.time, q.text, word, q, screen)
-                  for name, seed, q, word, screen in scores.wrong if name == layout)  # fmt: skip
+    rows = [row[1:] for row in scores.wrong if row[0] == layout]
+    rows.sort(key=lambda row: (FAMILIES.index(row[1].family), row[0], row[1].time))
     lines = [f"{len(rows)} wrong answers of {LAYOUT_NAMES.get(layout, layout)}:"]
-    for _, seed, time, text, word, q, screen in rows:
+    for seed, q, word, screen in rows:
         shown = ", ".join(f"{colour} {shape}" for shape, colour in screen) or "nothing"
-        lines.append(f"  stream {seed} frame {time} [{q.kind}] {text}? {word!r}, truth {q.answer!r} (on screen: {shown})")
+        answer = f"{word!r}, truth {q.answer!r} (on screen: {shown})"
+        lines.append(f"  stream {seed} frame {q.time} [{q.kind}] {q.text}? {answer}")
     return "\n".join(lines)
 
 
