@@ -67,7 +67,6 @@ def test_training_asks_hard_negatives_only_when_told(monkeypatch):
         settings = TrainSettings(streams_per_step=2, first_stage_length=4, hard_negative_share=share)
         train_step(model, variants, demo_processor(), settings, step=0)
     assert shares == [0.0, 0.0, 0.5, 0.5]
-    assert TrainSettings().hard_negative_share == build_parser().parse_args(["train-demo"]).hard_negative_share
 
 
 def test_a_few_dozen_steps_make_the_loss_fall(tmp_path):
