@@ -121,8 +121,10 @@ def remote(exported):
 
 
 def run_without_the_package(script: str, arguments: list, root: Path, **env: str) -> subprocess.CompletedProcess:
-    """Run `script` in a fresh interpreter, offline, with a Hub cache of its own under `root`."""
-    env = {**os.environ, "HF_HOME": str(root / "hf_home"), "HF_HUB_OFFLINE": "1", **env}
+    """Run `script` in a fresh interpreter, offline, with a Hub cache of its own under `root`. The version-check
+    override is not inherited from the caller (scripts/check_transformers.py sets it): only `env` sets it."""
+    inherited = {name: value for name, value in os.environ.items() if name != ALLOW_ANY_VERSION_ENV}
+    env = {**inherited, "HF_HOME": str(root / "hf_home"), "HF_HUB_OFFLINE": "1", **env}
     return subprocess.run(
         [sys.executable, "-c", script, *map(str, arguments)],
         capture_output=True, text=True, env=env, cwd=root, timeout=300, check=False,

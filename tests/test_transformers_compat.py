@@ -31,7 +31,7 @@ def test_installed_release_is_inside_the_range_the_package_declares():
         assert Version(transformers.__version__) in declared.specifier
 
 
-@pytest.mark.parametrize("version", ["5.22.2", "5.25.0", "6.0.0"])
+@pytest.mark.parametrize("version", ["5.22.2", "5.26.0", "6.0.0"])
 def test_a_release_outside_the_range_is_refused_naming_the_range(version, monkeypatch):
     monkeypatch.delenv(compat.ALLOW_ANY_VERSION_ENV, raising=False)
     with pytest.raises(ImportError, match=f"supports {compat.SUPPORTED_TRANSFORMERS}.*{version} is installed"):
@@ -40,7 +40,7 @@ def test_a_release_outside_the_range_is_refused_naming_the_range(version, monkey
     compat.check_transformers_version(version)  # the override lets the release check script try it
 
 
-@pytest.mark.parametrize("version", [compat.MINIMUM_TRANSFORMERS, "5.24.0"])
+@pytest.mark.parametrize("version", [compat.MINIMUM_TRANSFORMERS, "5.24.0", "5.25.0"])
 def test_releases_inside_the_range_are_accepted(version, monkeypatch):
     monkeypatch.delenv(compat.ALLOW_ANY_VERSION_ENV, raising=False)
     compat.check_transformers_version(version)

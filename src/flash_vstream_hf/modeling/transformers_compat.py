@@ -20,7 +20,7 @@ from packaging.version import Version
 # (pyproject.toml) and the Hub bundle's requirements.txt pin the same range; `scripts/check_transformers.py`
 # tests another release before the bound is raised.
 MINIMUM_TRANSFORMERS = "5.23.0"
-NEXT_UNTESTED_TRANSFORMERS = "5.25.0"
+NEXT_UNTESTED_TRANSFORMERS = "5.26.0"
 SUPPORTED_TRANSFORMERS = f"transformers>={MINIMUM_TRANSFORMERS},<{NEXT_UNTESTED_TRANSFORMERS}"
 # Set to 1 to run on a release outside the range anyway (what the release check script does).
 ALLOW_ANY_VERSION_ENV = "FLASH_VSTREAM_ALLOW_ANY_TRANSFORMERS"
