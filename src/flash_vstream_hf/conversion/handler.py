@@ -55,6 +55,11 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+try:  # in the package
+    from ..processing.demuxers import demuxer_whitelist, refuse_every_input
+except ImportError:  # handler.py at the root of an exported repository, beside the processing sources
+    from demuxers import demuxer_whitelist, refuse_every_input
+
 # -- limits (see the module docstring) ------------------------------------------------------------------------------
 MAX_PAYLOAD_BYTES = 32 * 2**20  # ~24 MB of files once base64-decoded; longer videos: send frames sampled at 1 fps
 MAX_FRAMES = 1800  # 30 minutes at 1 fps; their pooled features wait for a question time (~128 KB each for 7B)
@@ -391,8 +396,10 @@ def _probe_video(data: bytes) -> tuple[int, int, float | None]:
     """Width, height and duration (seconds, None when unknown) of the first video stream, from the headers."""
     import av
 
+    # nothing in the payload may make FFmpeg open a second input (a playlist entry, RTP sockets: demuxers.py)
+    options = {"format_whitelist": demuxer_whitelist(playlists=False)}
     try:
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(io.BytesIO(data), options=options, io_open=refuse_every_input) as container:
             if not container.streams.video:
                 raise PayloadError("inputs.video", "holds no video stream")
             stream = container.streams.video[0]

@@ -27,6 +27,10 @@ Damaged and unusual files:
   open and files whose first frame it fails to decode or decodes malformed (it mangles frames under ~20 px
   wide). PyAV also reads the container's declarations (size, duration) for the checks above; with decord alone,
   frames are checked against the first one and truncation shows only as decoder errors or a cut TS packet.
+- Files that would make the decoder open something else are refused (`UnsafeVideoError`) by both backends: HLS
+  and DASH playlists, concat lists and IMF compositions (their entries may name any local file or internal URL),
+  SDP descriptions (RTP sockets on the host), and any file referring to another input (demuxers.py). decord gets
+  a file only after PyAV has opened it this way. Without PyAV, decord reads what it likes: install both.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+
+from .demuxers import ReferenceRefused, demuxer_whitelist, only_this_file, refused_kind
 
 # stdlib logging (this module ships as remote code); in the package its logger follows transformers' verbosity
 logger = logging.getLogger(__name__)
@@ -74,6 +80,11 @@ class VideoFrame:
     # "timestamps": read from the file; "bitstream_fps" / "assume_fps": `index / fps` for a stream without
     # timestamps, at the rate its bitstream declares / the caller's `assume_fps`
     time_source: str = "timestamps"
+
+
+class UnsafeVideoError(ValueError):
+    """A file that would make the decoder open other inputs: a playlist, a concat list, an SDP description, a
+    reference to another file. Neither decoder reads it."""
 
 
 class TruncatedVideoError(ValueError):
@@ -518,13 +529,26 @@ def _iter_pyav(source: str, is_url: bool, sampling: _Sampling) -> Iterator[Video
 
 
 def _open_pyav(source: str, is_url: bool):
+    """The container of `source`, opened so that reading it opens nothing else on this machine (a playlist's
+    entries, a referenced file, sockets: see demuxers.py); such a file raises `UnsafeVideoError`."""
     import av
 
+    options = {"format_whitelist": demuxer_whitelist(playlists=is_url)}
     try:
-        return av.open(source, timeout=_URL_TIMEOUT if is_url else None)
+        if is_url:
+            return av.open(source, options=options, timeout=_URL_TIMEOUT)
+        return av.open(source, options=options, io_open=only_this_file(source))
+    except ReferenceRefused as error:
+        raise UnsafeVideoError(f"cannot open video {source}: {error}") from error
     except av.error.HTTPNotFoundError as error:
         raise FileNotFoundError(f"video not found: {source} ({error})") from error
     except (av.error.FFmpegError, OSError) as error:
+        kind = None if is_url else refused_kind(source)
+        if kind is not None:
+            raise UnsafeVideoError(
+                f"cannot open video {source}: it is {kind}, which makes the decoder open the files or addresses it "
+                "names; these are not opened: give the video itself"
+            ) from error
         raise ValueError(f"cannot open video {source}: {_why_unopenable(source, is_url) or error}") from error
 
 
@@ -725,6 +749,8 @@ def _probe(path: str) -> _StreamInfo | None:
     try:
         with _open_pyav(path, False) as container:
             return _stream_info(container, _video_stream(container, path))
+    except UnsafeVideoError:
+        raise  # decord would follow the references: it must not get the file either
     except ValueError:
         return None
 
