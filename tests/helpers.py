@@ -43,22 +43,51 @@ def png(frame: np.ndarray) -> str:
     return b64(buffer.getvalue())
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+class _RecordingHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files, answers the paths in `server.redirects` with a 302 to their target, and records every
+    request line in `server.requests` (the refusal tests check that none arrived)."""
+
+    def do_GET(self):
+        self.server.requests.append(self.requestline)
+        target = self.server.redirects.get(self.path)
+        if target is None:
+            return super().do_GET()
+        self.send_response(302)
+        self.send_header("Location", target)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_HEAD(self):
+        self.server.requests.append(self.requestline)
+        return super().do_HEAD()
+
     def log_message(self, *args):
         pass
 
 
 class http_server:
-    """Serve `folder` on a local port for the duration of a `with` block; yields the base URL."""
+    """Serve `folder` on a loopback address (`host`, any of 127.0.0.0/8) for the duration of a `with` block;
+    yields the base URL. `requests` lists the request lines received; `redirect(path, target)` makes `path`
+    answer with a redirect."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, host: str = "127.0.0.1"):
         self.server = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(folder))
+            (host, 0), functools.partial(_RecordingHandler, directory=str(folder))
         )
+        self.server.requests, self.server.redirects = [], {}
+        self.port = self.server.server_address[1]
+        self.url = f"http://{host}:{self.port}"
+
+    @property
+    def requests(self) -> list[str]:
+        return self.server.requests
+
+    def redirect(self, path: str, target: str) -> None:
+        self.server.redirects[path] = target
 
     def __enter__(self) -> str:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self.url
 
     def __exit__(self, *exc_info):
         self.server.shutdown()

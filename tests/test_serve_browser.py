@@ -1,5 +1,5 @@
 """`flash-vstream serve` in a real browser (headless Chromium): pick the built-in stream, ask while it plays, read
-the stamped answer off the page; and every bad input (a corrupt upload, an unreachable URL, a question before the
+the stamped answer off the page; and every bad input (a corrupt upload, a URL into the server's own network, a question before the
 first frame, a tab closed mid-answer) shows a clear message while the app goes on serving other tabs.
 
 Two apps run in this process on loopback ports: the default model (the demo model when installed) and a tiny
@@ -125,14 +125,14 @@ def test_corrupt_upload(browser, default_app, tmp_path):
     assert_serves(browser, default_app)
 
 
-def test_unreachable_url(browser, default_app):
-    port = free_port()  # nothing listens there
+def test_a_url_into_the_servers_own_network_is_refused(browser, default_app):
+    port = free_port()  # nothing listens there, and nothing is dialled: the guard refuses first
     page = Page(browser, default_app.url)
     page.tab("Stream URL")
     page.type("#url", f"http://127.0.0.1:{port}/live.ts")
     page.click("#open-url")
-    page.wait(lambda: "cannot play" in page.text("#message"), "the unreachable-URL message")
-    assert "refused" in page.text("#message").lower()
+    page.wait(lambda: "is refused" in page.text("#message"), "the refused-URL message")
+    assert "loopback address" in page.text("#message") and "--allow-private-urls" in page.text("#message")
     page.close()
     assert_serves(browser, default_app)
 

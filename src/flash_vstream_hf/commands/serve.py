@@ -4,8 +4,11 @@ one loaded model for all).
 
 `--model` is `demo` (the small trained model, the default when it is installed), `tiny` (random weights, the
 default otherwise) or a converted checkpoint folder / Hub id, loaded as `chat` loads it (`--device`,
-`--dtype`, `--load-in-4bit`). Binds to 127.0.0.1: to let other machines in, pass `--host 0.0.0.0`, knowing that
-a visitor can then make the server open any stream URL it can reach.
+`--dtype`, `--load-in-4bit`). Binds to 127.0.0.1: to let other machines in, pass `--host 0.0.0.0`.
+
+A stream URL typed into the page is opened only when every address its host resolves to is public (never this
+machine, its LAN or cloud metadata; streaming/url_guard.py): `--allow-private-urls` lifts that for a server on a
+trusted network, `--allow-url-host 192.168.1.0/24` (or a host name, repeatable) opens up just those.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import sys
 
 from ..serving.app import DEFAULT_HOST, DEFAULT_PORT
+from ..streaming.url_guard import ALLOW_FLAG, UrlPolicy
 from .common import DTYPES, TINY, load_model
 
 DEMO = "demo"
@@ -35,6 +39,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     server.add_argument("--max-sessions", type=int, default=8, help="browser tabs served at once (default 8)")
     server.add_argument("--max-new-tokens", type=int, default=None, help="answer length (default: per model)")
     server.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    urls = parser.add_argument_group("stream URLs typed into the page")
+    urls.add_argument(
+        ALLOW_FLAG, action="store_true",
+        help="open URLs to any address, this machine's and its LAN's included (and RTSP/RTMP to any host); "
+        "default: public addresses only",
+    )  # fmt: skip
+    urls.add_argument(
+        "--allow-url-host", action="append", default=[], type=allow_list_entry, metavar="HOST_OR_CIDR",
+        help="also open URLs to this host name, address or network (e.g. a camera LAN, 192.168.1.0/24); repeatable",
+    )  # fmt: skip
+
+
+def allow_list_entry(text: str) -> str:
+    """argparse type of --allow-url-host: an address, a CIDR or a host name."""
+    try:
+        UrlPolicy.from_allow_list([text])
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def url_policy(args: argparse.Namespace) -> UrlPolicy:
+    return UrlPolicy.from_allow_list(args.allow_url_host, allow_private=args.allow_private_urls)
 
 
 def resolve(args: argparse.Namespace):
@@ -73,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     served = resolve(args)
     if args.max_new_tokens:
         served.max_new_tokens = args.max_new_tokens
-    app = ServeApp(served, max_sessions=args.max_sessions)
+    app = ServeApp(served, max_sessions=args.max_sessions, url_policy=url_policy(args))
     print(f"model: {served.name}; open http://{args.host}:{args.port or '<port>'} (Ctrl-C to stop)", file=sys.stderr)
     try:
         app.launch(host=args.host, port=args.port or None, block=True)

@@ -13,6 +13,7 @@ import os
 # Before gradio is imported: no usage statistics or version checks sent from a machine serving a model.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+from ..streaming.url_guard import UrlPolicy  # noqa: E402
 from .builtin import BuiltinStream, PlaybackCache, default_streams  # noqa: E402
 from .loading import ServedModel  # noqa: E402
 from .registry import SessionRegistry  # noqa: E402
@@ -34,6 +35,8 @@ class ServeApp:
         streams: the built-in streams offered (default `default_streams()`).
         session_options: keyword arguments for each `StreamingSession` (e.g. `max_backlog`).
         generation_kwargs: more `generate()` arguments for every answer (e.g. `{"do_sample": True}`).
+        url_policy: what a visitor's stream URL may reach (default: public addresses only; see
+            streaming/url_guard.py and `serve --allow-private-urls`).
         title: the page's title.
     """
 
@@ -46,9 +49,11 @@ class ServeApp:
         streams: list[BuiltinStream] | None = None,
         session_options: dict | None = None,
         generation_kwargs: dict | None = None,
+        url_policy: UrlPolicy | None = None,
         title: str = "Flash-VStream: ask about a video while it plays",
     ):
         self.served = served
+        self.url_policy = url_policy or UrlPolicy()
         self.streams = streams or default_streams()
         self.session_options = dict(session_options or {})
         self.generation_kwargs = dict(generation_kwargs or {})
@@ -83,6 +88,7 @@ class ServeApp:
             playback=self.playback,
             generation_kwargs={"max_new_tokens": self.served.max_new_tokens, **self.generation_kwargs},
             session_options=self.session_options,
+            url_policy=self.url_policy,
         )
 
     def launch(self, host: str = DEFAULT_HOST, port: int | None = DEFAULT_PORT, block: bool = True, **kwargs) -> str:

@@ -121,7 +121,7 @@ def build_blocks(
                             label="Webcam", sources=["webcam"], streaming=True, type="numpy", elem_id="webcam"
                         )
                     with gr.Tab("Stream URL", id="tab-url"):
-                        url = gr.Textbox(label="URL", placeholder="rtsp://camera/stream or https://.../video.mp4",
+                        url = gr.Textbox(label="URL", placeholder="https://.../video.mp4 or https://.../live.m3u8",
                                          elem_id="url")  # fmt: skip
                         url_button = gr.Button("Open", elem_id="open-url")
                 stop_button = gr.Button("Stop the stream", size="sm", elem_id="stop")

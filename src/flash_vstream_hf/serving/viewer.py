@@ -22,14 +22,13 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from ..streaming import AnswerStream, IteratorSource, StreamingSession
+from ..streaming.untrusted_url import open_untrusted_url
+from ..streaming.url_guard import UrlPolicy, UrlRefused
 from .builtin import BuiltinStream, PlaybackCache, frames
 from .webcam import WebcamFeed
 
 logger = logging.getLogger(__name__)
 
-# Schemes a stream URL may use. Not file:// or bare paths: a visitor must not make the server read its own files
-# or open its own camera. (Anything reachable from the server can still be asked for; see `serve --help`.)
-URL_SCHEMES = ("http", "https", "rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "tcp", "hls+http", "hls+https")
 START_ERRORS = (OSError, ValueError, ImportError, RuntimeError, TypeError)  # what opening a bad source raises
 
 
@@ -59,7 +58,8 @@ def clock(seconds: float | None) -> str:
 class Viewer:
     """The state of one browser session. `streams` are the built-in streams offered; `playback` encodes their
     browser copies (shared by all sessions); `session_options` go to every `StreamingSession` this viewer makes
-    (one per source: a new source starts a new memory)."""
+    (one per source: a new source starts a new memory); `url_policy` is what a visitor's stream URL may reach
+    (default: public addresses only, see streaming/url_guard.py)."""
 
     def __init__(
         self,
@@ -70,8 +70,10 @@ class Viewer:
         playback: PlaybackCache,
         generation_kwargs: dict | None = None,
         session_options: dict | None = None,
+        url_policy: UrlPolicy | None = None,
     ):
         self.model = model
+        self.url_policy = url_policy or UrlPolicy()
         self.processor = processor
         self.streams = {stream.name: stream for stream in streams}
         self.playback = playback
@@ -110,12 +112,14 @@ class Viewer:
         return path
 
     def play_url(self, url: str) -> None:
-        """Start a live stream URL (RTSP, HTTP(S), RTMP, HLS, ...)."""
+        """Start a stream URL: HTTP(S) (a video file, HLS, DASH, MJPEG...), or RTSP/RTMP where the operator allows
+        the host. Checked against `url_policy` before anything connects: the server's own network is off limits."""
         url = (url or "").strip()
-        scheme = url.partition("://")[0].lower() if "://" in url else ""
-        if scheme not in URL_SCHEMES:
-            raise UserError(f"not a stream URL: {url!r}; give one starting with {', '.join(URL_SCHEMES[:5])}, ...")
-        self._start(url, url)
+        try:
+            source = open_untrusted_url(url, self.url_policy)
+        except UrlRefused as error:
+            raise UserError(str(error)) from error
+        self._start(source, url)
 
     def push_webcam(self, image) -> None:
         """A frame from the page's webcam; the first one (or the first after another source) starts the stream."""

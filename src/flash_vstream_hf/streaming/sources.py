@@ -24,7 +24,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 from transformers.utils import logging
@@ -199,6 +199,9 @@ class LiveSource(FrameSource):
         format: FFmpeg input format (`"v4l2"`, `"avfoundation"`, `"dshow"`, ...); guessed from the URL if `None`.
         options: FFmpeg options, e.g. `{"rtsp_transport": "tcp"}` or `{"video_size": "640x480"}`.
         timeout: seconds to wait when opening, and for each read, before the input counts as dead.
+        io_open: opens every input FFmpeg reads (PyAV's `io_open`); `guarded_http.GuardedOpener` for a
+            stranger's URL.
+        name: what the source is called in messages (default: the URL).
     """
 
     live = True
@@ -210,23 +213,31 @@ class LiveSource(FrameSource):
         format: str | None = None,
         options: dict[str, str] | None = None,
         timeout: float = 10.0,
+        io_open: Callable | None = None,
+        name: str | None = None,
     ):
         super().__init__(fps, speed=None)
         self.url = str(url)
         self.format = format
         self.options = dict(options or {})
         self.timeout = timeout
+        self.io_open = io_open
+        self.name = name or self.url
         self._container = None
 
     def describe(self) -> str:
-        return self.url if self.format is None else f"{self.url} ({self.format})"
+        return self.name if self.format is None else f"{self.name} ({self.format})"
 
     def _open(self) -> None:
         import av
 
         try:
             self._container = av.open(
-                self.url, format=self.format, options=self.options, timeout=(self.timeout, self.timeout)
+                self.url,
+                format=self.format,
+                options=self.options,
+                timeout=(self.timeout, self.timeout),
+                io_open=self.io_open,
             )
         except (av.error.FFmpegError, OSError) as error:
             raise ConnectionError(f"cannot open live source {self.describe()}: {error}") from error
