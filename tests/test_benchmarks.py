@@ -10,7 +10,6 @@ import io
 import json
 import runpy
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -24,7 +23,6 @@ from flash_vstream_hf.modeling.abstract_memory_attention import FlashVStreamAbst
 from flash_vstream_hf.modeling.star_memory import StarLayout, consolidate, empty_state, read_out
 from flash_vstream_hf.tiny import tiny_config
 
-REPO = Path(__file__).resolve().parents[1]
 # the progress bars of a run, one per long step
 PROGRESS_STEPS = ("Streaming STAR + window", "Timing STAR updates", "Released algorithm", "Building memories",
                   "Timing TTFT", "Ingest")  # fmt: skip
@@ -125,10 +123,9 @@ def test_from_json_prints_the_saved_run_again(quick_run, capsys):
 
 
 def test_python_m_benchmarks_entry_point(monkeypatch, capsys):
-    monkeypatch.syspath_prepend(str(REPO))
-    monkeypatch.setattr(sys, "argv", ["benchmarks", "--help"])
+    monkeypatch.setattr(sys, "argv", ["flash_vstream_hf.benchmarks", "--help"])
     with pytest.raises(SystemExit) as exit_info:
-        runpy.run_module("benchmarks", run_name="__main__")
+        runpy.run_module("flash_vstream_hf.benchmarks", run_name="__main__")
     assert exit_info.value.code == 0
     assert "--quick" in capsys.readouterr().out
 

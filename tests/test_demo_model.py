@@ -224,7 +224,7 @@ def test_the_demo_plays_a_stream_and_prints_the_score(capsys):
 
 
 def test_train_demo_alone_retrains_the_shipped_checkpoint():
-    from flash_vstream_hf.train_demo import settings_from_args
+    from flash_vstream_hf.commands.train_demo import settings_from_args
 
     info = json.loads((demo_model_path() / "training.json").read_text())
     assert info["commands"] == ["flash-vstream train-demo --output-dir demo_model"]
@@ -237,7 +237,7 @@ def test_train_demo_alone_retrains_the_shipped_checkpoint():
 
 def test_train_demo_is_a_registered_command():
     args = build_parser().parse_args(["train-demo", "--steps", "5", "--output-dir", "x"])
-    assert args.steps == 5 and args.run.__module__ == "flash_vstream_hf.train_demo"
+    assert args.steps == 5 and args.run.__module__ == "flash_vstream_hf.commands.train_demo"
     assert np.isfinite(TrainSettings().learning_rate)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-SCANNED = ("src", "tests", "benchmarks", "examples", "README.md", "MODEL_CARD.md")
+SCANNED = ("src", "tests", "examples", "README.md", "MODEL_CARD.md")
 TEXT_SUFFIXES = {".py", ".md", ".txt", ".toml", ".json", ".jinja", ".cfg", ".yaml", ".yml", ".sh", ".ini"}
 
 # Documents outside the repository (their content relevant here is in docs/), and ways of citing them.

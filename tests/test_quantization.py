@@ -1,4 +1,4 @@
-"""bitsandbytes 4-bit and 8-bit loading of the tiny model on CPU (layer sizes are multiples of 64, see tiny.py).
+"""bitsandbytes 4-bit and 8-bit loading of the tiny model on CPU (layer sizes are multiples of 64, see tiny/model.py).
 
 Tolerances for quantized vs fp32 logits, as relative Frobenius error ||l_q - l|| / ||l||: NF4 stores each weight
 with about 8% relative RMS error and int8 with about 1% (docs/transformers_notes.md, "bitsandbytes on CPU");

@@ -1,24 +1,19 @@
-"""`benchmarks/real_size.py` in its CPU small-shape mode: the whole pipeline (random fp16 checkpoint written from the
+"""`python -m flash_vstream_hf.benchmarks.real_size` in its CPU small-shape mode: the whole pipeline (random fp16 checkpoint written from the
 meta device, fp16 and NF4 loading, streaming, time to first token, ingest) runs and reports consistent figures."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "real_size.py"
 
 
 @pytest.fixture(scope="module")
 def real_size():
-    spec = importlib.util.spec_from_file_location("real_size", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from flash_vstream_hf.benchmarks import real_size
+
+    return real_size
 
 
 def test_small_cpu_run_reports_fp16_and_nf4(real_size, tmp_path, capsys):

@@ -12,8 +12,8 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS = {
-    "demo": ("flash_vstream_hf.demo", "a small trained model answers about a synthetic stream (offline, CPU)"),
-    "train-demo": ("flash_vstream_hf.train_demo", "train the demo model from scratch on synthetic streams (CPU)"),
+    "demo": ("flash_vstream_hf.commands.demo", "a small trained model answers about a synthetic stream (offline)"),
+    "train-demo": ("flash_vstream_hf.commands.train_demo", "train the demo model from scratch on synthetic streams"),
     "chat": ("flash_vstream_hf.commands.chat", "play a video file or live stream and ask questions while it runs"),
     "ask": ("flash_vstream_hf.commands.ask", "answer questions about a video as of given timestamps, in one pass"),
     "eval": ("flash_vstream_hf.commands.eval", "run a benchmark streaming: each question asked at its timestamp"),

@@ -1,6 +1,6 @@
 """Benchmark suite: Flash-VStream's STAR memory against the alternatives, at real CLIP ViT-L/14 / Vicuna-7B shapes.
 
-Run it with `flash-vstream bench` (or `python -m benchmarks` from a checkout); `--quick` gives CI-sized runs.
+Run it with `flash-vstream bench` (or `python -m flash_vstream_hf.benchmarks`); `--quick` gives CI-sized runs.
 Each measurement lives in its own module:
 
 - `update_cost`: memory update cost per frame and peak RSS vs frames seen, without the vision encoder;
@@ -9,8 +9,7 @@ Each measurement lives in its own module:
 - `baselines`: the alternatives (the released code's offline re-consolidation, naive full context, recent window);
 - `report`: tables, targets and the JSON file.
 
-Standalone measurements, run from a checkout as `python benchmarks/<name>.py` (thin entry points there) or as
-`python -m flash_vstream_hf.benchmarks.<name>`:
+Standalone measurements, each run as `python -m flash_vstream_hf.benchmarks.<name>`:
 
 - `streaming_latency`: ingest fps and answer latency of a `StreamingSession`, with and without concurrent ingest;
 - `real_size`: fp16 and NF4 at the real shapes (weights, peak GPU memory, time to first token, ingest);

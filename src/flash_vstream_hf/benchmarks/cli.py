@@ -1,4 +1,4 @@
-"""`flash-vstream bench` / `python -m benchmarks`: run the benchmark suite, print markdown tables, write JSON."""
+"""`flash-vstream bench` / `python -m flash_vstream_hf.benchmarks`: run the benchmark suite, print markdown tables, write JSON."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _positive_float(text: str) -> float:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="CI sizes: seconds, every code path, figures meaningless")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
-    parser.add_argument("--json", help="where to write the results (default benchmarks/results/bench-<sizes>.json)")
+    parser.add_argument("--json", help="where to write the results (default benchmark-results/bench-<sizes>.json)")
     parser.add_argument(
         "--from-json", metavar="PATH", help="measure nothing: print the tables and targets of a saved results file"
     )
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     sizes = QUICK if args.quick else FULL
     if args.llm_layers:
         sizes = dataclasses.replace(sizes, llm={**sizes.llm, "num_hidden_layers": args.llm_layers})
-    json_path = args.json or os.path.join("benchmarks", "results", f"bench-{sizes.name}.json")
+    json_path = args.json or os.path.join("benchmark-results", f"bench-{sizes.name}.json")
     started = time.perf_counter()
     settings = {name: value for name, value in vars(args).items() if name not in ("run", "command", "from_json")}
 
@@ -135,6 +135,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m flash_vstream_hf.benchmarks", description=__doc__)
     add_arguments(parser)
     return run(parser.parse_args(argv))

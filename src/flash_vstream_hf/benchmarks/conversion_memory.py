@@ -6,8 +6,8 @@ two `pytorch_model-*.bin` shards of at most 10 GB, as transformers 4.31 saved it
 the embedded copy, since nothing may be downloaded), and prints the converter's peak resident memory, sampled
 every 50 ms from /proc and taken from `getrusage` at exit.
 
-    python benchmarks/conversion_memory.py                 # full 7B shapes: ~42 GB of disk, a few minutes
-    python benchmarks/conversion_memory.py --layers 8      # a quarter of the Llama layers, for a quick look
+    python -m flash_vstream_hf.benchmarks.conversion_memory                 # full 7B shapes: ~42 GB of disk, a few minutes
+    python -m flash_vstream_hf.benchmarks.conversion_memory --layers 8      # a quarter of the Llama layers, for a quick look
 
 Needs the package installed (`pip install -e .`). Writing the checkpoint keeps this script's own memory small:
 tensors are filled in file-backed buffers, not in RAM.

@@ -1,8 +1,8 @@
 """Real-size efficiency of Flash-VStream in fp16 and NF4: weights memory, peak GPU memory, time to first token after
 1 / 100 / 1,000 / 10,000 frames, and ingest speed, on a ViT-L/14 + Vicuna-7B-shaped model with random weights.
 
-    python benchmarks/real_size.py                       # real shapes on the GPU (about 15 GB of disk, temporary)
-    python benchmarks/real_size.py --small --device cpu  # same pipeline, small widths, runs anywhere in seconds
+    python -m flash_vstream_hf.benchmarks.real_size                       # real shapes on the GPU (about 15 GB of disk, temporary)
+    python -m flash_vstream_hf.benchmarks.real_size --small --device cpu  # same pipeline, small widths, runs anywhere in seconds
 
 Nothing is downloaded. The model is built on the meta device and materialised layer by layer directly in the
 target dtype (no fp32 copy of 7B parameters), written once as an fp16 safetensors checkpoint, and every variant is

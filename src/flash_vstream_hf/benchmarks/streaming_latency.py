@@ -1,8 +1,8 @@
 """Ingest speed and answer latency of a `StreamingSession`, with and without concurrent ingest.
 
-    python benchmarks/streaming_latency.py                                # both presets, torch's default threads
-    python benchmarks/streaming_latency.py --preset tiny --threads 1,2
-    python benchmarks/streaming_latency.py --preset vstream-7b-shape --llm-layers 2 --dtype float32
+    python -m flash_vstream_hf.benchmarks.streaming_latency                                # both presets, torch's default threads
+    python -m flash_vstream_hf.benchmarks.streaming_latency --preset tiny --threads 1,2
+    python -m flash_vstream_hf.benchmarks.streaming_latency --preset vstream-7b-shape --llm-layers 2 --dtype float32
 
 Presets (random weights, built on the spot; nothing is downloaded):
 - `tiny`: the built-in tiny model (`flash_vstream_hf.tiny`).

@@ -1,7 +1,7 @@
 """`flash-vstream export-space DIR`: the web app as a Hugging Face Space folder that runs without this package.
 
 How the Space runs without the package: it carries its runtime. The subpackages the app imports (modeling,
-processing, streaming, serving, synthetic, and tiny.py) are copied, tree and relative imports intact, into
+processing, streaming, serving, synthetic and tiny) are copied, tree and relative imports intact, into
 `DIR/flash_vstream_runtime/`, with a small `__init__.py` that registers the Auto classes; `app.py` imports that
 package and loads the *weights* from the model repo with `from_pretrained` (or the demo model bundled in
 `DIR/demo_model/`).
@@ -21,8 +21,7 @@ import shutil
 from pathlib import Path
 
 RUNTIME_PACKAGE = "flash_vstream_runtime"
-SUBPACKAGES = ("modeling", "processing", "streaming", "serving", "synthetic")
-MODULES = ("tiny.py",)
+SUBPACKAGES = ("modeling", "processing", "streaming", "serving", "synthetic", "tiny")
 # Not needed by the running Space: this exporter and the app template (written as app.py instead).
 LEFT_OUT = {"serving": ("space_export.py", "space_app.py")}
 SPACE_README = "README.md"
@@ -135,8 +134,6 @@ def export_space(
         shutil.copytree(root / name, runtime / name, ignore=ignore)
         for left_out in LEFT_OUT.get(name, ()):
             (runtime / name / left_out).unlink(missing_ok=True)
-    for name in MODULES:
-        shutil.copyfile(root / name, runtime / name)
     (runtime / "__init__.py").write_text(RUNTIME_INIT.format(version=__version__))
     written = [f"{RUNTIME_PACKAGE}/"]
 

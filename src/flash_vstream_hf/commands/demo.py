@@ -55,12 +55,12 @@ def run(args: argparse.Namespace) -> int:
         return run_tiny(args)
     # The model is tiny: more threads only wait on each other (and the evaluation runs for minutes: one core).
     torch.set_num_threads(1)
-    from .synthetic.checkpoint import demo_model
+    from ..synthetic.checkpoint import demo_model
 
     model, processor = demo_model(args.checkpoint)
     if args.eval:
         return run_eval(model, processor, args)
-    from .synthetic.live_demo import DEMO_SEED, play
+    from ..synthetic.live_demo import DEMO_SEED, play
 
     seconds = args.seconds or 600
     seed = DEMO_SEED if args.seed is None else args.seed
@@ -78,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
 def run_eval(model, processor, args: argparse.Namespace) -> int:
     import time
 
-    from .synthetic.evaluation import evaluate, format_table, format_template_table, format_wrong
-    from .synthetic.training import TRAIN_SEED_BASE
+    from ..synthetic.evaluation import evaluate, format_table, format_template_table, format_wrong
+    from ..synthetic.training import TRAIN_SEED_BASE
 
     lengths = tuple(int(n) for n in args.eval_lengths.split(","))
     seeds = range(args.eval_first_seed, args.eval_first_seed + args.eval_streams)
@@ -103,7 +103,7 @@ def run_eval(model, processor, args: argparse.Namespace) -> int:
 def run_tiny(args: argparse.Namespace) -> int:
     import torch
 
-    from .tiny import tiny_config, tiny_model, tiny_processor, write_synthetic_video
+    from ..tiny import tiny_config, tiny_model, tiny_processor, write_synthetic_video
 
     args.seconds = args.seconds or 40
     print(BANNER, end="\n\n")
@@ -160,7 +160,7 @@ def run_tiny(args: argparse.Namespace) -> int:
 def run_session(model, processor, video: str, question: str, args: argparse.Namespace) -> None:
     """The real-time runtime: a background thread ingests the video played faster than real time, while
     questions are answered from consistent memory snapshots."""
-    from .streaming import StreamingSession
+    from ..streaming import StreamingSession
 
     speed = 20.0
     print(f"\n[session] StreamingSession: the video played at {speed:g}x real time, ingested in the background, "
@@ -181,7 +181,7 @@ def processor_frames(processor, video: str, fps: float):
     """Preprocessed frames of `video`, one `[1, 1, 3, H, W]` tensor at a time."""
     import torch
 
-    from .processing import iter_video_frames
+    from ..processing import iter_video_frames
 
     for frame in iter_video_frames(video, fps=fps):
         pixels = processor.image_processor([frame.image], return_tensors="pt")["pixel_values"]

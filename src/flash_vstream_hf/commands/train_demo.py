@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from .synthetic.training import TrainSettings
+from ..synthetic.training import TrainSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def family_weights(text: str) -> dict[str, float]:
     """`"now=0.2,recent=0.2,long-range=0.6"` -> `{"now": 0.2, ...}` (families of `questions.FAMILIES`)."""
-    from .synthetic.questions import FAMILIES
+    from ..synthetic.questions import FAMILIES
 
     weights = {}
     for item in text.split(","):
@@ -93,7 +93,7 @@ def share(text: str) -> float:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from .synthetic.training import train
+    from ..synthetic.training import train
 
     torch.set_num_threads(args.threads)
     train(settings_from_args(args), args.output_dir, args.log)
