@@ -6,7 +6,7 @@ import json
 import pytest
 
 from flash_vstream_hf.cli import main
-from flash_vstream_hf.commands.ask import parse_time
+from flash_vstream_hf.commands.arguments import parse_time
 from flash_vstream_hf.processing import read_video_frames
 from flash_vstream_hf.tiny import write_synthetic_video
 
@@ -123,8 +123,9 @@ def test_a_stream_ending_early_shows_in_the_output_and_exit_status(video, monkey
 
 
 def test_bad_arguments_and_sources_give_clear_errors(video, tmp_path, capsys):
-    assert main(["ask", video, "--model", "tiny", "--at", "ten seconds", "q"]) == 2
-    assert "timestamp must be" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["ask", video, "--model", "tiny", "--at", "ten seconds", "q"])
+    assert exited.value.code == 2 and "timestamp must be" in capsys.readouterr().err
     assert main(["ask", str(tmp_path / "none.mp4"), "--model", "tiny", "--at", "1", "q"]) == 1
     assert "none.mp4" in capsys.readouterr().err
     with pytest.raises(SystemExit):
@@ -142,5 +143,6 @@ def test_parse_time():
 def test_minutes_and_seconds_past_59_are_rejected(text, unit, video, capsys):
     with pytest.raises(argparse.ArgumentTypeError, match=f"{unit} must be below 60"):
         parse_time(text)
-    assert main(["ask", video, "--model", "tiny", "--at", text, "q"]) == 2
-    assert f"{unit} must be below 60" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["ask", video, "--model", "tiny", "--at", text, "q"])
+    assert exited.value.code == 2 and f"{unit} must be below 60" in capsys.readouterr().err

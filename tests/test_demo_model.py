@@ -211,8 +211,9 @@ def test_demo_eval_lists_wrong_answers_and_keeps_to_held_out_seeds(capsys):
     assert "seeds 500000-500001" in out and "wrong answers of STAR:" in out
     listed = [line for line in out.splitlines() if line.startswith("  stream 50000")]
     assert all("truth" in line and "on screen:" in line for line in listed)
-    with pytest.raises(SystemExit, match="training streams"):
+    with pytest.raises(SystemExit) as exited:  # refused while parsing, before the model is loaded
         main(["demo", "--eval", "--eval-first-seed", "999990", "--eval-streams", "16"])
+    assert exited.value.code == 2 and "training streams" in capsys.readouterr().err
 
 
 def test_the_demo_plays_a_stream_and_prints_the_score(capsys):

@@ -1,7 +1,9 @@
 """The `flash-vstream` command (also `python -m flash_vstream_hf`).
 
-Each subcommand lives in its own module exposing `add_arguments(parser)` and `run(args) -> int`; modules are
-imported when the command line is parsed, so they keep heavy imports (torch, transformers) inside `run`.
+Each subcommand lives in its own module exposing `add_arguments(parser)` and `run(args) -> int`, and optionally
+`check_arguments(args)`, which raises `ValueError` for what argument types cannot check alone (one argument
+against another). Modules are imported when the command line is parsed, so they keep heavy imports (torch,
+transformers) inside `run`. Every bad argument is refused before `run` starts: usage, one line naming it, exit 2.
 """
 
 from __future__ import annotations
@@ -37,8 +39,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed command line, every argument checked; `SystemExit(2)` with one error line otherwise."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check = getattr(importlib.import_module(COMMANDS[args.command][0]), "check_arguments", None)
+    if check is not None:
+        try:
+            check(args)
+        except ValueError as error:
+            subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            subparsers.choices[args.command].error(str(error))
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     return args.run(args) or 0
 
 

@@ -6,24 +6,11 @@ import argparse
 import os
 import time
 
+from ..commands.arguments import POSITIVE, real
 from .sizes import MEMORY_LAYOUTS
 
 SECTIONS = ("update", "ttft", "ingest")
 DTYPES = ("float32", "float16", "bfloat16")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,11 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--from-json", metavar="PATH", help="measure nothing: print the tables and targets of a saved results file"
     )
     parser.add_argument(
-        "--threads", type=_positive_int, default=os.cpu_count() or 1,
+        "--threads", type=POSITIVE, default=os.cpu_count() or 1,
         help="torch intra-op threads for the vision tower and the language model (default: all cores)",
     )  # fmt: skip
     parser.add_argument(
-        "--memory-threads", type=_positive_int, default=1,
+        "--memory-threads", type=POSITIVE, default=1,
         help="torch intra-op threads for memory-only work: update cost, building memories (default 1: its ops are "
         "too small to gain from more, and lose badly when other processes share the cores)",
     )  # fmt: skip
@@ -49,10 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(targets are evaluated for the released one only)",
     )  # fmt: skip
     parser.add_argument(
-        "--llm-layers", type=_positive_int, help="decoder layers of the language model (overrides the sizes)"
+        "--llm-layers", type=POSITIVE, help="decoder layers of the language model (overrides the sizes)"
     )
     parser.add_argument(
-        "--original-max-gb", type=_positive_float, default=6.0,
+        "--original-max-gb", type=real(0.0, low_inclusive=False), default=6.0,
         help="skip released-algorithm sizes whose [T, K, F] k-means tensors need more than this (default 6 GiB)",
     )  # fmt: skip
 

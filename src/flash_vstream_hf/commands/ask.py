@@ -14,26 +14,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import re
 import sys
 
+from .arguments import NEW_TOKENS, TimedQuestion
 from .common import add_model_arguments, add_source_arguments, load_model, stream_options
-
-_TIME = re.compile(r"^(?:(?:(\d+):)?(\d+):)?(\d+(?:\.\d*)?)$")
-
-
-def parse_time(text: str) -> float:
-    """Seconds from `SS[.s]`, `MM:SS[.s]` or `HH:MM:SS[.s]`; below the leading unit, minutes and seconds must be
-    below 60 (`1:75` is a typo, not 135 s)."""
-    match = _TIME.match(text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"timestamp must be SS, MM:SS or HH:MM:SS (e.g. 00:01:30), got {text!r}")
-    hours, minutes, seconds = match.groups()
-    if minutes is not None and float(seconds) >= 60:
-        raise argparse.ArgumentTypeError(f"seconds must be below 60 in MM:SS or HH:MM:SS, got {text!r}")
-    if hours is not None and int(minutes) >= 60:
-        raise argparse.ArgumentTypeError(f"minutes must be below 60 in HH:MM:SS, got {text!r}")
-    return int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds)
 
 
 def format_time(seconds: float | None) -> str:
@@ -47,22 +31,18 @@ def format_time(seconds: float | None) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_source_arguments(parser, default_speed=None)
     parser.add_argument(
-        "--at", nargs=2, action="append", required=True, metavar=("TIME", "QUESTION"),
+        "--at", nargs=2, action=TimedQuestion, required=True, metavar=("TIME", "QUESTION"),
         help="ask QUESTION about the stream up to TIME (SS, MM:SS or HH:MM:SS); repeat for more questions",
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the answers as JSON")
-    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--max-new-tokens", type=NEW_TOKENS, default=256, help="tokens per answer (default 256)")
     add_model_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..streaming import StreamingSession
 
-    try:
-        questions = [(parse_time(time), question) for time, question in args.at]
-    except argparse.ArgumentTypeError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    questions = args.at  # [(seconds, question)], checked while parsing
     model, processor = load_model(args)
     session = StreamingSession(model, processor, generation_kwargs={"max_new_tokens": args.max_new_tokens})
     # Registered before the stream starts, so none can be missed; each resolves as ingest passes its time.

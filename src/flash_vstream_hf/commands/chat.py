@@ -12,6 +12,7 @@ import argparse
 import sys
 from typing import TextIO
 
+from .arguments import NEW_TOKENS, text
 from .common import add_model_arguments, add_source_arguments, load_model, stream_options
 
 HELP = "Type a question and press Enter while the video plays. /status, /wait [N], /save PATH, /quit (or Ctrl-D)."
@@ -19,9 +20,9 @@ HELP = "Type a question and press Enter while the video plays. /status, /wait [N
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_source_arguments(parser, default_speed=1.0)
-    parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--resume", metavar="MEMORY", help="continue from a memory saved with /save or --save-memory")
-    parser.add_argument("--save-memory", metavar="PATH", help="save the memory to PATH on exit")
+    parser.add_argument("--max-new-tokens", type=NEW_TOKENS, default=256, help="tokens per answer (default 256)")
+    parser.add_argument("--resume", metavar="MEMORY", type=text("memory path"), help="continue from a memory saved with /save or --save-memory")
+    parser.add_argument("--save-memory", metavar="PATH", type=text("memory path"), help="save the memory to PATH on exit")
     add_model_arguments(parser)
 
 

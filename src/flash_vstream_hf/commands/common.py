@@ -13,6 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .arguments import FPS, real, text
+
 TINY = "tiny"
 MODEL_TYPE = "flash_vstream"
 SAFETENSORS_SINGLE = "model.safetensors"
@@ -29,14 +31,14 @@ class ModelLoadError(Exception):
 
 def add_source_arguments(parser: argparse.ArgumentParser, default_speed: float | None) -> None:
     parser.add_argument(
-        "source", metavar="SOURCE",
+        "source", metavar="SOURCE", type=text("source"),
         help="video file, live URL (rtsp://, http://, ...) or camera device (/dev/video0, or any with --input-format)",
     )  # fmt: skip
     group = parser.add_argument_group("stream")
-    group.add_argument("--fps", type=float, default=1.0, help="frames sampled per second of video (default 1)")
+    group.add_argument("--fps", type=FPS, default=1.0, help="frames sampled per second of video (default 1)")
     playback = "as if it were live" if default_speed else "as fast as possible"
     group.add_argument(
-        "--speed", type=float, default=default_speed,
+        "--speed", type=real(0.0), default=default_speed,
         help=f"play a file at this multiple of real time, 0 for as fast as possible (default: {playback})",
     )  # fmt: skip
     group.add_argument(
@@ -53,7 +55,7 @@ def stream_options(args: argparse.Namespace) -> dict:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument(
-        "--model", required=True,
+        "--model", required=True, type=text("model"),
         help=f"converted checkpoint folder or Hub id, or {TINY!r} for the built-in tiny random model (no download)",
     )  # fmt: skip
     group.add_argument(

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .arguments import FPS, NEW_TOKENS, POSITIVE, SEED, integer_list, text
+
 BANNER = (
     "Flash-VStream demo: TINY MODEL WITH RANDOM WEIGHTS, built on the spot (no download, CPU).\n"
     "Its answers are gibberish by design; the demo shows the pipeline, not the quality.\n"
@@ -33,19 +35,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", choices=("trained", "tiny"), default="trained",
         help="trained: the shipped demo model (default); tiny: the pipeline on a random-weight model",
     )  # fmt: skip
-    parser.add_argument("--checkpoint", default=None, help="a folder `train-demo` wrote (default: the shipped one)")
-    parser.add_argument("--seconds", type=int, default=None, help="length of the stream (default 600 trained, 40 tiny)")
-    parser.add_argument("--seed", type=int, default=None, help="the held-out stream to play (default 4242)")
+    parser.add_argument("--checkpoint", default=None, type=text("checkpoint folder"), help="a folder `train-demo` wrote (default: the shipped one)")
+    parser.add_argument("--seconds", type=POSITIVE, default=None, help="length of the stream (default 600 trained, 40 tiny)")
+    parser.add_argument("--seed", type=SEED, default=None, help="the held-out stream to play (default 4242)")
     parser.add_argument("--eval", action="store_true", help="print accuracy per family, STAR vs ablations")
-    parser.add_argument("--eval-lengths", default="100,500,2000", help="stream lengths evaluated (frames)")
-    parser.add_argument("--eval-streams", type=int, default=16, help="held-out streams per evaluation")
+    parser.add_argument("--eval-lengths", type=integer_list(1), default="100,500,2000", help="stream lengths evaluated (frames)")
+    parser.add_argument("--eval-streams", type=POSITIVE, default=16, help="held-out streams per evaluation")
     parser.add_argument(
-        "--eval-first-seed", type=int, default=0,
+        "--eval-first-seed", type=SEED, default=0,
         help="seed of the first held-out stream (default 0; another range is a validation set)",
     )  # fmt: skip
     parser.add_argument("--show-wrong", action="store_true", help="with --eval: list STAR's wrong answers")
-    parser.add_argument("--fps", type=float, default=1.0, help="tiny model: frames sampled per second (default 1)")
-    parser.add_argument("--max-new-tokens", type=int, default=12, help="tiny model: tokens per answer")
+    parser.add_argument("--fps", type=FPS, default=1.0, help="tiny model: frames sampled per second (default 1)")
+    parser.add_argument("--max-new-tokens", type=NEW_TOKENS, default=12, help="tiny model: tokens per answer")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """What argparse types cannot check alone: held-out seeds never reach the training seeds."""
+    from ..synthetic.training import TRAIN_SEED_BASE
+
+    if args.eval_first_seed + args.eval_streams > TRAIN_SEED_BASE:
+        raise ValueError(
+            f"--eval-first-seed {args.eval_first_seed} with --eval-streams {args.eval_streams}: held-out seeds must "
+            f"lie in [0, {TRAIN_SEED_BASE}); seeds from {TRAIN_SEED_BASE} on are training streams"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,15 +92,9 @@ def run_eval(model, processor, args: argparse.Namespace) -> int:
     import time
 
     from ..synthetic.evaluation import evaluate, format_table, format_template_table, format_wrong
-    from ..synthetic.training import TRAIN_SEED_BASE
 
-    lengths = tuple(int(n) for n in args.eval_lengths.split(","))
+    lengths = args.eval_lengths
     seeds = range(args.eval_first_seed, args.eval_first_seed + args.eval_streams)
-    if seeds.start < 0 or seeds.stop > TRAIN_SEED_BASE:
-        raise SystemExit(
-            f"--eval-first-seed {args.eval_first_seed} with --eval-streams {args.eval_streams}: held-out seeds must "
-            f"lie in [0, {TRAIN_SEED_BASE}); seeds from {TRAIN_SEED_BASE} on are training streams"
-        )
     layouts = ("star", "no-retrieval", "recent")
     start = time.perf_counter()
     scores = evaluate(model, processor, lengths, layouts, streams=args.eval_streams, first_seed=seeds.start)

@@ -21,6 +21,7 @@ import os
 import sys
 from pathlib import Path
 
+from .arguments import FPS, NEW_TOKENS, NON_NEGATIVE, POSITIVE, SECONDS, real, text
 from .common import add_model_arguments, load_model
 
 FORMATS = ("rvs", "vs", "streamingbench", "ovo-bench")
@@ -30,47 +31,48 @@ USAGE_ERROR = 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("annotations", help="the benchmark's annotation file (JSON or JSON Lines)")
+    parser.add_argument("annotations", type=text("annotation file"), help="the benchmark's annotation file (JSON or JSON Lines)")
     parser.add_argument(
         "--format", required=True, choices=FORMATS,
         help="rvs: VStream-QA real time (RVS-Ego/RVS-Movie, asked at end_time; also the synthetic benchmark); "
         "vs: VStream-QA offline (VS-Ego/VS-Movie, asked after the whole video); streamingbench; ovo-bench",
     )  # fmt: skip
     parser.add_argument("--videos", help="folder of the videos (files or frame folders; default: the current one)")
-    parser.add_argument("--output", required=True, help="folder for predictions, verdicts and the summary")
+    parser.add_argument("--output", required=True, type=text("output folder"), help="folder for predictions, verdicts and the summary")
     parser.add_argument("--clips", help="VStream-QA clip file (rvs_ego.json, ...): question times are shifted by "
                         "their clip's start (for times given in the source video's timeline)")  # fmt: skip
     group = parser.add_argument_group("streaming")
-    group.add_argument("--fps", type=float, default=1.0, help="frames sampled per second of video (default 1)")
-    group.add_argument("--frame-rate", type=float, default=1.0, help="frames per second of frame folders (default 1)")
+    group.add_argument("--fps", type=FPS, default=1.0, help="frames sampled per second of video (default 1)")
+    group.add_argument("--frame-rate", type=FPS, default=1.0, help="frames per second of frame folders (default 1)")
     group.add_argument(
         "--backend", choices=("decord", "pyav"), help="video file decoder (default: the first installed)"
     )
-    group.add_argument("--max-new-tokens", type=int, default=64)
+    group.add_argument("--max-new-tokens", type=NEW_TOKENS, default=64, help="tokens per answer (default 64)")
     group.add_argument(
         "--max-batch",
-        type=int,
+        type=POSITIVE,
         default=1,
         help="frames per vision-tower call (default 1: answers independent of machine speed)",
     )
     group.add_argument(
         "--past-end-tolerance",
-        type=float,
+        type=real(0.0),
         default=1.0,
         help="seconds after the last frame a question may still be asked (default 1)",
     )
     group.add_argument("--no-likelihood", action="store_true", help="multiple choice by the generated letter only")
-    group.add_argument("--limit", type=int, help="only the first N questions (a quick check)")
+    group.add_argument("--limit", type=POSITIVE, help="only the first N questions (a quick check)")
     group.add_argument("--no-progress", action="store_true", help="no progress bars")
     judge = parser.add_argument_group("judge (open-ended answers)")
-    judge.add_argument("--judge-url", help="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 "
+    endpoint = judge.add_mutually_exclusive_group()  # an endpoint or a local model, not both
+    endpoint.add_argument("--judge-url", help="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 "
                        "(or $FLASH_VSTREAM_JUDGE_URL, $OPENAI_BASE_URL)")  # fmt: skip
     judge.add_argument("--judge-model", help="model name at the endpoint (or $FLASH_VSTREAM_JUDGE_MODEL; default "
                        "gpt-3.5-turbo, the original's)")  # fmt: skip
     judge.add_argument("--judge-key", help="API key (or $FLASH_VSTREAM_JUDGE_KEY, $OPENAI_API_KEY)")
-    judge.add_argument("--judge-local", help="a local transformers chat model (folder or Hub id) as the judge")
-    judge.add_argument("--judge-timeout", type=float, default=60.0, help="seconds per judge request (default 60)")
-    judge.add_argument("--judge-retries", type=int, default=2, help="retries per item (default 2)")
+    endpoint.add_argument("--judge-local", help="a local transformers chat model (folder or Hub id) as the judge")
+    judge.add_argument("--judge-timeout", type=SECONDS, default=60.0, help="seconds per judge request (default 60)")
+    judge.add_argument("--judge-retries", type=NON_NEGATIVE, default=2, help="retries per item (default 2)")
     judge.add_argument("--judge-cache", help="judge answer cache folder (default: OUTPUT/judge_cache)")
     add_model_arguments(parser)
 
@@ -83,9 +85,6 @@ def run(args: argparse.Namespace) -> int:
         loaded = load_items(args)
     except AnnotationError as error:
         print(f"error: {error}", file=sys.stderr)
-        return USAGE_ERROR
-    if args.judge_url and args.judge_local:
-        print("error: give --judge-url or --judge-local, not both", file=sys.stderr)
         return USAGE_ERROR
     items = loaded.items[: args.limit] if args.limit else loaded.items
     for problem in loaded.problems:

@@ -9,15 +9,19 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .arguments import text
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("folder", metavar="DIR", help="the Space folder to write (created if needed)")
+    parser.add_argument(
+        "folder", metavar="DIR", type=text("folder"), help="the Space folder to write (created if needed)"
+    )
     parser.add_argument(
         "--model-repo", metavar="REPO",
         help="the Hub model the Space serves and links (owner/name, e.g. one `export-hub --push-to-hub` made); "
         "default: the bundled demo model",
     )  # fmt: skip
-    parser.add_argument("--title", default="Flash-VStream", help="the Space's title")
+    parser.add_argument("--title", default="Flash-VStream", type=text("title"), help="the Space's title")
     parser.add_argument("--no-demo-model", action="store_true", help="do not bundle the demo model (1.8 MB)")
 
 

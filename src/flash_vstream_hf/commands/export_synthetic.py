@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import argparse
 
+from .arguments import POSITIVE, SEED, text
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("output", help="folder to write the benchmark into")
-    parser.add_argument("--streams", type=int, default=8, help="held-out streams (videos), seeds 0, 1, ...")
-    parser.add_argument("--length", type=int, default=100, help="frames per stream (1 per second)")
-    parser.add_argument("--per-family", type=int, default=2, help="questions per family at each question time")
-    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("output", type=text("output folder"), help="folder to write the benchmark into")
+    parser.add_argument("--streams", type=POSITIVE, default=8, help="held-out streams (videos), seeds 0, 1, ...")
+    parser.add_argument("--length", type=POSITIVE, default=100, help="frames per stream (1 per second)")
+    parser.add_argument("--per-family", type=POSITIVE, default=2, help="questions per family at each question time")
+    parser.add_argument("--first-seed", type=SEED, default=0, help="seed of the first stream (default 0)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ import sys
 
 from ..serving.app import DEFAULT_HOST, DEFAULT_PORT
 from ..streaming.url_guard import ALLOW_FLAG, UrlPolicy
+from .arguments import NEW_TOKENS, PORT, POSITIVE, text
 from .common import DTYPES, TINY, load_model
 
 DEMO = "demo"
@@ -26,7 +27,7 @@ DEMO = "demo"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument(
-        "--model", default=None,
+        "--model", default=None, type=text("model"),
         help="demo (the small trained model; default when installed), tiny (random weights; default otherwise), "
         "or a converted checkpoint folder or Hub id",
     )  # fmt: skip
@@ -35,10 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--load-in-4bit", action="store_true", help="bitsandbytes NF4 weights for the LLM")
     server = parser.add_argument_group("server")
     server.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST}: this machine)")
-    server.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free)")
-    server.add_argument("--max-sessions", type=int, default=8, help="browser tabs served at once (default 8)")
-    server.add_argument("--max-new-tokens", type=int, default=None, help="answer length (default: per model)")
-    server.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    server.add_argument("--port", type=PORT, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free)")
+    server.add_argument("--max-sessions", type=POSITIVE, default=8, help="browser tabs served at once (default 8)")
+    server.add_argument("--max-new-tokens", type=NEW_TOKENS, default=None, help="answer length (default: per model)")
+    server.add_argument("--threads", type=POSITIVE, default=None, help="torch threads (default: torch's)")
     urls = parser.add_argument_group("stream URLs typed into the page")
     urls.add_argument(
         ALLOW_FLAG, action="store_true",

@@ -12,23 +12,24 @@ from __future__ import annotations
 import argparse
 
 from ..synthetic.training import TrainSettings
+from .arguments import NON_NEGATIVE, POSITIVE, SECONDS, SEED, SHARE, WEIGHT, real, text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainSettings()
-    parser.add_argument("--output-dir", default="flash-vstream-demo-model", help="where the checkpoint is saved")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--streams-per-step", type=int, default=defaults.streams_per_step)
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--output-dir", default="flash-vstream-demo-model", type=text("output folder"), help="where the checkpoint is saved")
+    parser.add_argument("--seed", type=SEED, default=defaults.seed)
+    parser.add_argument("--steps", type=POSITIVE, default=defaults.steps)
+    parser.add_argument("--streams-per-step", type=POSITIVE, default=defaults.streams_per_step)
+    parser.add_argument("--learning-rate", type=real(0.0, low_inclusive=False), default=defaults.learning_rate)
     parser.add_argument(
-        "--perception-steps", type=int, default=defaults.perception_steps, help="grounding-only steps first"
+        "--perception-steps", type=NON_NEGATIVE, default=defaults.perception_steps, help="grounding-only steps first"
     )
     parser.add_argument(
-        "--grounding-weight", type=float, default=defaults.grounding_weight, help="grounding loss weight after them"
+        "--grounding-weight", type=WEIGHT, default=defaults.grounding_weight, help="grounding loss weight after them"
     )
     parser.add_argument(
-        "--presence-weight", type=float, default=defaults.presence_weight, help="presence-probe loss weight"
+        "--presence-weight", type=WEIGHT, default=defaults.presence_weight, help="presence-probe loss weight"
     )
     parser.add_argument(
         "--family-weights",
@@ -38,27 +39,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--prefix-share",
-        type=share,
+        type=SHARE,
         default=defaults.prefix_share,
         help="share of steps whose clip follows a long sped-up prefix (a long stream's memory)",
     )
     parser.add_argument(
         "--hard-negative-share",
-        type=share,
+        type=SHARE,
         default=defaults.hard_negative_share,
         help="share of 'is there a X shape now' whose 'no' colour was on screen before",
     )
-    parser.add_argument("--first-stage-steps", type=int, default=defaults.first_stage_steps)
-    parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
-    parser.add_argument("--stop-after", type=int, default=None, help="stop after this many of the planned steps")
-    parser.add_argument("--init-from", default=None, help="continue from a checkpoint train-demo saved")
-    parser.add_argument("--step-offset", type=int, default=0, help="steps done before --init-from (new streams)")
-    parser.add_argument("--min-length", type=int, default=defaults.min_length, help="frames per training stream")
-    parser.add_argument("--max-length", type=int, default=defaults.max_length)
-    parser.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this wall time")
-    parser.add_argument("--log", default=None, help="append the loss/accuracy log (JSON lines) to this file")
-    parser.add_argument("--log-every", type=int, default=defaults.log_every)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the step is tiny)")
+    parser.add_argument("--first-stage-steps", type=NON_NEGATIVE, default=defaults.first_stage_steps)
+    parser.add_argument("--warmup-steps", type=NON_NEGATIVE, default=defaults.warmup_steps)
+    parser.add_argument("--stop-after", type=POSITIVE, default=None, help="stop after this many of the planned steps")
+    parser.add_argument("--init-from", default=None, type=text("checkpoint folder"), help="continue from a checkpoint train-demo saved")
+    parser.add_argument("--step-offset", type=NON_NEGATIVE, default=0, help="steps done before --init-from (new streams)")
+    parser.add_argument("--min-length", type=POSITIVE, default=defaults.min_length, help="frames per training stream")
+    parser.add_argument("--max-length", type=POSITIVE, default=defaults.max_length)
+    parser.add_argument("--max-minutes", type=SECONDS, default=None, help="stop (and save) after this wall time")
+    parser.add_argument("--log", default=None, type=text("log path"), help="append the loss/accuracy log (JSON lines) to this file")
+    parser.add_argument("--log-every", type=POSITIVE, default=defaults.log_every)
+    parser.add_argument("--threads", type=POSITIVE, default=1, help="torch threads (default 1: the step is tiny)")
 
 
 def family_weights(text: str) -> dict[str, float]:
@@ -79,15 +80,10 @@ def family_weights(text: str) -> dict[str, float]:
     return weights
 
 
-def share(text: str) -> float:
-    """A fraction in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a share between 0 and 1")
-    return value
+def check_arguments(args: argparse.Namespace) -> None:
+    """What argparse types cannot check alone."""
+    if args.min_length > args.max_length:
+        raise ValueError(f"--min-length {args.min_length} is above --max-length {args.max_length}")
 
 
 def run(args: argparse.Namespace) -> int:

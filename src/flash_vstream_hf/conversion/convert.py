@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from transformers.utils import logging
 
+from ..commands.arguments import byte_size, text
 from .export_hub import add_upload_arguments, check_repo_id, export_hub, push_to_hub
 from .mapping import KeyPlan, build_config, check_supported, plan_keys
 from .original_checkpoint import OriginalCheckpoint, resolve_input
@@ -372,9 +373,9 @@ def save_processor(config, tokenizer, output: Path) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--input", required=True, help="original checkpoint folder, or Hub repo id (IVGSZ/Flash-VStream-7b)"
+        "--input", required=True, type=text("input"), help="original checkpoint folder, or Hub repo id (IVGSZ/Flash-VStream-7b)"
     )
-    parser.add_argument("--output", required=True, help="new or empty output folder")
+    parser.add_argument("--output", required=True, type=text("output folder"), help="new or empty output folder")
     parser.add_argument("--vision-tower", help="CLIP folder or Hub id (default: the checkpoint's mm_vision_tower)")
     parser.add_argument(
         "--vision-tower-from-checkpoint",
@@ -382,7 +383,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="use the CLIP weights embedded in the checkpoint instead of loading --vision-tower",
     )
     parser.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES), help="weights dtype (default bfloat16)")
-    parser.add_argument("--max-shard-size", default="5GB", help="largest output shard (default 5GB)")
+    parser.add_argument("--max-shard-size", default="5GB", type=byte_size, help="largest output shard (default 5GB)")
     parser.add_argument("--revision", help="Hub revision of --input")
     add_upload_arguments(parser)  # with --push-to-hub, the Hub files are exported first
 

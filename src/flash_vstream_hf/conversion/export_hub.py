@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 from .. import modeling, processing
+from ..commands.arguments import text
 from ..modeling.transformers_compat import SUPPORTED_TRANSFORMERS
 
 MODEL_AUTO_MAP = {
@@ -151,7 +152,7 @@ def push_to_hub(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of `flash-vstream export-hub`."""
-    parser.add_argument("folder", help="a folder written by `flash-vstream convert`")
+    parser.add_argument("folder", type=text("folder"), help="a folder written by `flash-vstream convert`")
     parser.add_argument("--model-card", help="card to write as README.md (default: the project's MODEL_CARD.md)")
     parser.add_argument(
         "--repo-id", metavar="REPO", help="the Hub repo the card's usage code names (default: --push-to-hub's)"
