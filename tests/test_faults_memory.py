@@ -117,6 +117,36 @@ def test_a_tampered_memory_file_is_refused_naming_what_is_wrong(model, frames, t
         FlashVStreamMemory.load(path)
 
 
+@pytest.mark.parametrize("count", [1, 3, 30, 120])
+@pytest.mark.parametrize("told", [lambda n: n + 1, lambda n: n - 1, lambda n: 2 * n, lambda n: 0, lambda n: n + 1000])
+def test_a_memory_file_whose_frame_count_disagrees_with_its_tensors_is_refused(model, frames, tmp_path, count, told):
+    path = tmp_path / "memory.safetensors"
+    saved(model, frames, path, count=count)
+    lie = told(count)
+    tamper(path, lambda _, metadata: metadata.update(frames_seen=str(lie)))
+    with pytest.raises(ValueError, match=f"frames_seen says {lie} but"):
+        FlashVStreamMemory.load(path)
+
+
+@pytest.mark.parametrize("count", [1, 3, 30, 120])
+def test_an_honest_memory_file_passes_the_count_checks(model, frames, tmp_path, count):
+    path = tmp_path / "memory.safetensors"
+    memory = saved(model, frames, path, count=count)
+    assert FlashVStreamMemory.load(path).frames_seen == memory.frames_seen == count
+
+
+def test_entries_past_the_filled_ones_must_be_empty(model, frames, tmp_path):
+    path = tmp_path / "memory.safetensors"
+    saved(model, frames, path, count=3)  # the tiny layout holds more temporal entries than 2 frames fill
+
+    def smuggle(tensors, _):
+        tensors["temporal"][:, -1] = 1.0
+
+    tamper(path, smuggle)
+    with pytest.raises(ValueError, match="temporal holds values past its 2 filled entries"):
+        FlashVStreamMemory.load(path)
+
+
 def test_saved_files_follow_the_umask(model, frames, tmp_path):
     old = os.umask(0o022)
     try:

@@ -79,6 +79,7 @@ def load_memory_file(path: str | os.PathLike) -> tuple[StarLayout, StarState]:
         state = StarState(
             frames_seen=_read_frames_seen(metadata.get("frames_seen")), **_checked_tensors(tensors, layout)
         )
+        _check_counts(state, layout)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from error
     return layout, state
@@ -140,6 +141,33 @@ def _checked_tensors(tensors: dict[str, torch.Tensor], layout: StarLayout) -> di
     if (tensors["temporal_sizes"] < 0).any():
         raise ValueError("temporal_sizes must be >= 0 (they count the frames of each temporal cluster)")
     return tensors
+
+
+def _check_counts(state: StarState, layout: StarLayout) -> None:
+    """`frames_seen` must be what the tensors hold: the temporal sizes of every stream add up to the frames that
+    left the spatial window (each is a frame of size 1 until clustering starts), and entries past the filled
+    ones were never written. Sizes are float32 sums of whole numbers: exact up to 2**24 frames, then within
+    float32 rounding. (A layout without a temporal memory holds no count once its other memories are full.)"""
+    counts = layout.counts(state.frames_seen)
+    told = f"frames_seen says {state.frames_seen} but"
+    sizes = state.temporal_sizes.double()  # [B, N_tem]
+    if layout.temporal_length > 0:
+        totals = sizes.sum(-1)
+        tolerance = 0.5 if counts.past < 2**24 else counts.past * 2**-20
+        if ((totals - counts.past).abs() > tolerance).any():
+            held = ", ".join(f"{total:.0f}" for total in totals.tolist())
+            raise ValueError(
+                f"{told} temporal_sizes count {held} frames past the spatial window ({counts.past} expected)"
+            )
+        if counts.past <= layout.temporal_length and not (sizes[:, : counts.temporal] == 1).all():
+            raise ValueError(f"{told} temporal_sizes are not the single frames {counts.temporal} frames make")
+        if (sizes[:, counts.temporal :] != 0).any():
+            raise ValueError(f"{told} temporal_sizes has entries past its {counts.temporal} filled ones")
+    filled = {"current": counts.current, "temporal": counts.temporal, "abstract": counts.abstract,
+              "key_frames": counts.temporal}  # fmt: skip
+    for name, count in filled.items():
+        if getattr(state, name)[:, count:].any():
+            raise ValueError(f"{told} {name} holds values past its {count} filled entries")
 
 
 def _check_generator_state(tensor: torch.Tensor) -> None:
