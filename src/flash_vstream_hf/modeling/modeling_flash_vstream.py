@@ -251,6 +251,12 @@ class FlashVStreamModel(FlashVStreamPreTrainedModel):
     ) -> FlashVStreamMemory:
         """Add precomputed vision features `[B, T, g*g, D]` (CLS dropped, as the original's feature files) or
         `[B, T, P_spa^2, D]` to `video_memory`, skipping the vision tower."""
+        return self.add_frame_features(frame_features, video_memory)
+
+    def add_frame_features(
+        self, frame_features: torch.Tensor, video_memory: FlashVStreamMemory | None = None
+    ) -> FlashVStreamMemory:
+        """`update_memory_from_features` with gradients flowing when enabled (training through the memory)."""
         if frame_features.dim() != 4 or frame_features.shape[-1] != self.config.vision_config.hidden_size:
             raise ValueError(
                 f"frame_features must be [batch, frames, tokens, {self.config.vision_config.hidden_size}], "
@@ -607,6 +613,24 @@ class FlashVStreamForConditionalGeneration(FlashVStreamPreTrainedModel, Generati
     ) -> FlashVStreamMemory:
         """See `FlashVStreamModel.update_memory_from_features`."""
         return self.model.update_memory_from_features(frame_features, video_memory)
+
+    def add_frame_features(
+        self, frame_features: torch.Tensor, video_memory: FlashVStreamMemory | None = None
+    ) -> FlashVStreamMemory:
+        """See `FlashVStreamModel.add_frame_features`."""
+        return self.model.add_frame_features(frame_features, video_memory)
+
+    @classmethod
+    def sharing_modules_of(cls, model: FlashVStreamForConditionalGeneration, config: FlashVStreamConfig):
+        """A model of `config` (another memory layout, say) that *shares* every module of `model`: training the
+        one trains the other. A model reads its memory layout once, when it is built, so an ablation is a second
+        model object around the same modules rather than a config change."""
+        shared = cls(config)
+        for name in ("vision_tower", "multi_modal_projector", "abstract_memory_attention", "language_model"):
+            setattr(shared.model, name, getattr(model.model, name))
+        shared.lm_head = model.lm_head
+        shared.generation_config = model.generation_config
+        return shared.train(model.training)
 
     def new_memory(self, batch_size: int = 1, **kwargs) -> FlashVStreamMemory:  # device, dtype, seed
         """See `FlashVStreamModel.new_memory`."""

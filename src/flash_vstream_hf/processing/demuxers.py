@@ -7,7 +7,8 @@ it names, an SDP description RTP sockets on the host, IMF the assets of its comp
 `format_whitelist` without those (the check runs after probing and before the demuxer reads anything) and with an
 `io_open` that lets FFmpeg open the video itself and nothing else (`only_this_file`), so a format that would
 follow a reference fails instead. HLS and DASH stay allowed for URLs opened through an `io_open` that checks
-every address they list (`streaming/guarded_http.py`).
+every address they list (`streaming/guarded_http.py`). Verified behaviour: docs/untrusted_input.md, "Files: a
+whitelist of demuxers and an io_open for the file itself".
 """
 
 from __future__ import annotations

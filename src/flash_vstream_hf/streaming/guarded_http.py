@@ -5,7 +5,8 @@ FFmpeg is given the URL with an `io_open` (`GuardedOpener`): every input it open
 DASH playlist and segment, comes back here. Each one is checked, resolved once and connected to by address
 (`PinnedHttpReader`), with the name kept for the `Host` header and TLS; redirects are checked the same way before
 they are followed. So neither a redirect, nor a playlist entry, nor a name that resolves elsewhere the second
-time reaches an address the guard refuses.
+time reaches an address the guard refuses. What FFmpeg does with inputs from an `io_open` (verified):
+docs/untrusted_input.md, "URLs: the address guard and fetching through io_open".
 """
 
 from __future__ import annotations

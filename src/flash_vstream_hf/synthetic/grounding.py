@@ -43,7 +43,7 @@ class GroundingHead(nn.Module):
 
     def forward(self, model, features: torch.Tensor) -> torch.Tensor:
         """Logits `[..., 9]` of each grounded word being on screen, from pooled frame features `[..., P, D]`."""
-        tokens = model.model.multi_modal_projector(features.mean(-2))  # [..., D_text]
+        tokens = model.get_multi_modal_projector()(features.mean(-2))  # [..., D_text]
         words = model.get_input_embeddings().weight[self.word_ids]  # [9, D_text]
         similarity = F.normalize(tokens, dim=-1) @ F.normalize(words, dim=-1).T
         return similarity * self.log_temperature.exp() + self.bias

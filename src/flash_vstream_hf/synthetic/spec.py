@@ -115,15 +115,7 @@ def demo_processor(config: FlashVStreamConfig | None = None) -> FlashVStreamProc
 
 def with_layout(model, layout: str):
     """A `FlashVStreamForConditionalGeneration` with the memory layout `layout` that *shares* every weight of
-    `model` (training the one trains the other). A model reads its memory layout once, when it is built, so an
-    ablation is a second model object around the same modules rather than a config change."""
-    from ..modeling import FlashVStreamForConditionalGeneration
-
+    `model` (`sharing_modules_of`: training the one trains the other)."""
     if layout == "star" and model.config.temporal_length == MEMORY["temporal_length"]:
         return model
-    variant = FlashVStreamForConditionalGeneration(demo_config(layout))
-    for name in ("vision_tower", "multi_modal_projector", "abstract_memory_attention", "language_model"):
-        setattr(variant.model, name, getattr(model.model, name))
-    variant.lm_head = model.lm_head
-    variant.generation_config = model.generation_config
-    return variant.train(model.training)
+    return type(model).sharing_modules_of(model, demo_config(layout))

@@ -1,7 +1,7 @@
 """Training the demo model from scratch on synthetic streams, through the streaming STAR memory.
 
-Every step plays a batch of short streams frame by frame into a memory with `model.model.encode_videos` (the
-grad-enabled frame handler; `update_memory` is the same under `torch.no_grad`), asks questions at two moments
+Every step plays a batch of short streams frame by frame into a memory with `model.add_frame_features` (the
+grad-enabled frame handler; `update_memory_from_features` is the same under `torch.no_grad`), asks questions at two moments
 of the stream from memory snapshots, and backpropagates the answer loss of `forward(..., video_memory=...,
 labels=...)` into the language model, the projector, the abstract-memory attention and, through the memory (the
 k-means centroids, the retrieved key frames, the abstract update are all differentiable in the features), the
@@ -142,10 +142,10 @@ def play_prefix(variant, streams: list[SyntheticStream], prefix: int, stride: in
         return streams, None
     times = [*range(0, prefix * stride, stride), *range(prefix * stride, prefix * stride + length)]
     streams = [SampledStream(stream, times) for stream in streams]
-    features = variant.model.get_frame_features(pixel_values(np.stack([s.frames(0, prefix) for s in streams])))
+    features = variant.get_frame_features(pixel_values(np.stack([s.frames(0, prefix) for s in streams])))
     memory = None
     for t in range(prefix):
-        memory = variant.model._add_frames(features[:, t : t + 1], memory)
+        memory = variant.add_frame_features(features[:, t : t + 1], memory)
     return streams, memory
 
 
@@ -173,7 +173,7 @@ def perception_step(model, head: GroundingHead, settings: TrainSettings, step: i
     times = [[rng.randrange(300) for _ in range(settings.perception_frames)] for _ in streams]
     frames = np.stack([np.stack([s.frame(t) for t in ts]) for s, ts in zip(streams, times)])
     labels = torch.stack([frame_labels(s, ts) for s, ts in zip(streams, times)])  # [B, F, 9]
-    features = model.model.get_frame_features(pixel_values(frames))  # [B, F, P_spa^2, D]
+    features = model.get_frame_features(pixel_values(frames))  # [B, F, P_spa^2, D]
     loss, grounded = grounding_loss(head, model, features, labels)
     loss.backward()
     return {"loss": float(loss.detach()), "layout": "star", "length": 1, "grounded": grounded}
@@ -201,13 +201,13 @@ def train_step(model, variants: dict, processor, settings: TrainSettings, step: 
     ask_at = sorted({prefix + rng.randint(length // 2, length - 2), prefix + length - 1})
     # The vision tower runs once over all frames (it sees each frame on its own, so this equals encoding them one
     # by one, at a third of the cost); the memory then takes them one at a time, as `encode_videos` (the
-    # grad-enabled frame handler) adds each frame of a stream, through the same `_add_frames`.
-    features = variant.model.get_frame_features(pixels)  # [B, T, P_spa^2, D]
+    # grad-enabled frame handler) adds each frame of a stream.
+    features = variant.get_frame_features(pixels)  # [B, T, P_spa^2, D]
     losses, probe_losses, hits = [], [], {family: [] for family in FAMILIES}
     probing = probe is not None and settings.presence_weight > 0
     word_ids = torch.tensor(grounded_word_ids())  # what the probe looks for
     for t in range(prefix, prefix + length):
-        memory = variant.model._add_frames(features[:, t - prefix : t - prefix + 1], memory)
+        memory = variant.add_frame_features(features[:, t - prefix : t - prefix + 1], memory)
         if t not in ask_at:
             continue
         questions = [
