@@ -7,6 +7,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, Aut
 from flash_vstream_hf import FlashVStreamConfig, FlashVStreamForConditionalGeneration, FlashVStreamModel
 from flash_vstream_hf.tiny import tiny_config, tiny_model
 
+from .helpers import assert_same_memory
 from .helpers import prompt_inputs as prompt_ids
 
 
@@ -193,3 +194,18 @@ def test_default_config_is_the_released_model():
     assert (config.vision_config.hidden_size, config.vision_config.image_size, config.patch_grid_size) == (1024, 224, 16)
     assert (config.text_config.hidden_size, config.text_config.num_hidden_layers) == (4096, 32)
     assert config.retrieval_mode == "original" and config.vision_feature_layer == -2
+
+
+def test_add_frame_features_is_update_memory_from_features_with_gradients(model, frames):
+    features = model.get_frame_features(frames(3)).detach().requires_grad_(True)  # [1, 3, P_spa^2, D]
+    trained = model.add_frame_features(features)
+    assert_same_memory(trained, model.update_memory_from_features(features.detach()))
+    model.read_memory(trained).sum().backward()
+    assert features.grad is not None and features.grad.abs().sum() > 0
+
+
+def test_a_model_sharing_the_modules_of_another_trains_them():
+    other = tiny_model()
+    shared = FlashVStreamForConditionalGeneration.sharing_modules_of(other, tiny_config(temporal_length=4))
+    assert shared.star_layout.temporal_length == 4 and shared.get_input_embeddings() is other.get_input_embeddings()
+    assert shared.get_multi_modal_projector() is other.get_multi_modal_projector() and shared.lm_head is other.lm_head
