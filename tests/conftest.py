@@ -3,7 +3,9 @@ import logging
 import pytest
 import torch
 
-from flash_vstream_hf.tiny import tiny_config, tiny_model, tiny_processor
+from flash_vstream_hf.tiny import tiny_config, tiny_model, tiny_processor, write_synthetic_video
+
+from .helpers import http_server
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +35,25 @@ def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny")
     tiny_model().save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory):
+    """Videos to serve or point playlists at: `clip.mp4` (20 frames at 5 fps) and `clip.ts` (10 frames, MPEG-TS)."""
+    from .test_faults_video import encode
+
+    folder = tmp_path_factory.mktemp("media")
+    write_synthetic_video(folder / "clip.mp4", num_frames=20, fps=5.0)
+    encode(folder / "clip.ts", indices=range(10), fps=5, format="mpegts")
+    return folder
+
+
+@pytest.fixture
+def server(media):
+    """`media` on a loopback HTTP server that records the requests it gets (`tests/helpers.py`, `http_server`)."""
+    running = http_server(media)
+    with running:
+        yield running
 
 
 @pytest.fixture

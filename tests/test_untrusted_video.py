@@ -14,29 +14,8 @@ import pytest
 from flash_vstream_hf.conversion import handler as endpoint
 from flash_vstream_hf.processing.video_io import UnsafeVideoError, iter_video_frames
 from flash_vstream_hf.serving import ServeApp, UserError, describe
-from flash_vstream_hf.tiny import write_synthetic_video
-
-from .helpers import http_server
 
 BACKENDS = ["decord", "pyav"]
-
-
-@pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    """A folder with a real segment (`clip.ts`, 10 frames) that playlists point at, and an MP4 served over HTTP."""
-    folder = tmp_path_factory.mktemp("media")
-    write_synthetic_video(folder / "clip.mp4", num_frames=10, fps=5.0)
-    from .test_faults_video import encode
-
-    encode(folder / "clip.ts", indices=range(10), fps=5, format="mpegts")
-    return folder
-
-
-@pytest.fixture
-def server(media):
-    running = http_server(media)
-    with running:
-        yield running
 
 
 def hls(entries: list[str]) -> str:

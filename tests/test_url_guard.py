@@ -28,7 +28,6 @@ from flash_vstream_hf.streaming.url_guard import (
     ip_literal,
     non_public_reason,
 )
-from flash_vstream_hf.tiny import write_synthetic_video
 
 from .helpers import http_server
 from .serve_helpers import free_port
@@ -78,23 +77,6 @@ STUB_ADDRESSES = {  # test name -> what a hostile DNS could answer (never dialle
     "unspecified.test": ["0.0.0.0"],
     "half-public.test": ["93.184.216.34", "10.0.0.1"],  # every address must be public
 }
-
-
-@pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("served")
-    write_synthetic_video(folder / "clip.mp4", num_frames=20, fps=5.0)
-    from .test_faults_video import encode
-
-    encode(folder / "clip.ts", indices=range(10), fps=5, format="mpegts")
-    return folder
-
-
-@pytest.fixture
-def server(media):
-    running = http_server(media)
-    with running:
-        yield running
 
 
 @pytest.fixture
