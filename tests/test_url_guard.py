@@ -168,6 +168,14 @@ def test_a_name_resolving_to_a_non_public_address_is_refused_before_the_decoder(
         open_untrusted_url(f"http://{name}/live.m3u8", policy)
 
 
+@pytest.mark.parametrize("url", ["http://no-such-name.test/x.mp4", "http://" + "a" * 64 + ".test/", "http://xn--/"])
+def test_a_name_that_does_not_resolve_is_refused_as_such(url, no_decoder):
+    with pytest.raises(UrlRefused, match="does not resolve to any address"):
+        open_untrusted_url(url, UrlPolicy(resolver=stub_resolver({})))
+    with pytest.raises(UrlRefused, match="does not resolve to any address"):
+        open_untrusted_url("http://" + "a" * 70 + ".invalid/", UrlPolicy())  # the system resolver: IDNA refuses it
+
+
 def test_a_public_name_is_checked_once_and_pinned_to_its_address(no_decoder):
     calls: list[str] = []
     policy = UrlPolicy(resolver=stub_resolver({"video.test": ["93.184.216.34"]}, calls))

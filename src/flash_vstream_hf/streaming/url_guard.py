@@ -161,7 +161,7 @@ def resolve(host: str, port: int, resolver: Resolver | None = None) -> list[Addr
         return [ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1")]
     try:
         found = (resolver or _system_resolver)(name, port)
-    except OSError:
+    except (OSError, UnicodeError):  # no such name, or one no resolver can encode (IDNA)
         return []
     addresses: list[Address] = []
     for text in found:
