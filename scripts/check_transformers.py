@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPAT = ROOT / "src" / "flash_vstream_hf" / "modeling" / "transformers_compat.py"
-EXTRAS = "video,quantization,serve,test"
+EXTRAS = "video,quantization,serve,cluster,test"
 
 
 def supported_bounds() -> tuple[str, str]:
