@@ -19,4 +19,5 @@ class Gateway:
 
 
 def gateway_app(settings: ClusterSettings):
-    return Gateway.bind(settings)
+    options = {"num_cpus": 0, "resources": settings.control_resources}
+    return Gateway.options(ray_actor_options=options).bind(settings)

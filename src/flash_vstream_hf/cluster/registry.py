@@ -47,9 +47,8 @@ class StreamRegistry:
         self._recovering: dict[str, object] = {}  # stream id -> the ObjectRef of its reopening
         self._lock = threading.RLock()
         self._stop = threading.Event()
-        for record in self.records.values():
-            if record["state"] == "open":
-                record["last_seen"] = time.time()
+        for record in self.records.values():  # a restarted registry: the next health check settles each one
+            record.update(state="open", last_seen=time.time())
         self._monitor = threading.Thread(target=self._monitor_loop, name="registry-monitor", daemon=True)
         self._monitor.start()
 

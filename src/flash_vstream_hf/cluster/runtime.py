@@ -88,7 +88,7 @@ def start_cluster(settings: ClusterSettings, address: str | None = None, ray_opt
     ray.get([host.ping.remote() for host in hosts.values()])  # every model loaded
     registry = ray.remote(StreamRegistry).options(
         name=REGISTRY_NAME, namespace=NAMESPACE, max_restarts=-1, max_task_retries=0, max_concurrency=32,
-        num_cpus=0,
+        num_cpus=0, resources=settings.control_resources or None,
     ).remote(settings)  # fmt: skip
     ray.get(registry.list.remote())
     serve.start(http_options={"host": settings.host, "port": settings.port}, proxy_location="HeadOnly")

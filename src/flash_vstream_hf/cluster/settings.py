@@ -42,6 +42,7 @@ class ClusterSettings:
     host_cpus: float = 1.0
     host_gpus: float = 0.0
     host_resources: dict = field(default_factory=dict)
+    control_resources: dict = field(default_factory=dict)  # the registry's and the gateway's (e.g. pin to a node)
     max_new_tokens: int = 64
     push_queue: int = 64  # pushed frames waiting per stream before the API answers 429
     monitor_interval: float = 0.5  # seconds between the registry's health checks of the hosts
