@@ -268,3 +268,13 @@ def test_demo_model_batch_answers_as_one_at_a_time(demo):
     alone = [generate_answer(model, processor, q, s, {"max_new_tokens": 4}, 0.0) for q, s in requests]
     assert [a.text for a in together] == [a.text for a in alone]
     assert len({s.memory.get_seq_length() for s in views}) >= 2
+
+
+def test_benchmark_runs_and_batches_agree(demo, capsys):
+    from flash_vstream_hf.benchmarks.batched_answers import build_requests, main, measure
+
+    model, processor = demo
+    rows = measure(model, processor, build_requests(model, 3), [1, 3], rounds=1, new_tokens=3)
+    assert [r["batch_size"] for r in rows] == [1, 3] and all(r["same_answers"] for r in rows)
+    main(["--streams", "2", "--rounds", "1", "--batch-sizes", "1,2", "--new-tokens", "2", "--threads", "1"])
+    assert "answers/s" in capsys.readouterr().out
