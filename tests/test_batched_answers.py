@@ -228,6 +228,22 @@ def test_a_failing_batch_fails_its_own_futures_only(model, processor, snapshots,
         assert again.result(timeout=60).text == kept.result().text
 
 
+def test_a_broken_batcher_thread_fails_the_waiting_futures_and_closes(model, processor, snapshots, caplog):
+    batcher = AnswerBatcher(model, processor, window_s=0.05)
+
+    def broken(batch):
+        raise KeyError("bug")
+
+    batcher._answer = broken
+    future = batcher.submit("what?", snapshots[0], max_new_tokens=2)
+    with pytest.raises(RuntimeError, match="the AnswerBatcher stopped: KeyError"):
+        future.result(timeout=60)
+    batcher._thread.join(timeout=60)
+    with pytest.raises(RuntimeError, match="closed"):
+        batcher.submit("what?", snapshots[0])
+    assert "the answer batcher stopped" in caplog.text
+
+
 def test_close_can_cancel_what_is_pending(model, processor, snapshots):
     batcher = AnswerBatcher(model, processor, window_s=30.0, max_batch_size=8)
     future = batcher.submit("what?", snapshots[0], max_new_tokens=2)

@@ -296,16 +296,26 @@ class AnswerBatcher:
     # -- the batching thread --------------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        while True:
-            taken = self._collect()
-            if taken is None:
-                return
-            groups: dict[str, list[_Request]] = {}
+        taken: list[_Request] = []
+        try:
+            while True:
+                taken = self._collect() or []
+                if not taken:
+                    return
+                groups: dict[str, list[_Request]] = {}
+                for request in taken:
+                    groups.setdefault(request.key, []).append(request)
+                for group in groups.values():
+                    for start in range(0, len(group), self.max_batch_size):
+                        self._answer(group[start : start + self.max_batch_size])
+        except BaseException as error:  # logged; a bug here must not leave callers waiting forever
+            logger.exception("the answer batcher stopped")
+            with self._changed:
+                self._closed = True
+                taken, self._pending = taken + self._pending, []
             for request in taken:
-                groups.setdefault(request.key, []).append(request)
-            for group in groups.values():
-                for start in range(0, len(group), self.max_batch_size):
-                    self._answer(group[start : start + self.max_batch_size])
+                if not request.future.done():
+                    request.future.set_exception(RuntimeError(f"the AnswerBatcher stopped: {error!r}"))
 
     def _collect(self) -> list[_Request] | None:
         """The requests of the next window (None once closed with nothing left)."""
