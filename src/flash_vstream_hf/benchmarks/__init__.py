@@ -14,6 +14,8 @@ Standalone measurements, each run as `python -m flash_vstream_hf.benchmarks.<nam
 - `streaming_latency`: ingest fps and answer latency of a `StreamingSession`, with and without concurrent ingest;
 - `real_size`: fp16 and NF4 at the real shapes (weights, peak GPU memory, time to first token, ingest);
 - `conversion_memory`: peak RSS of `flash-vstream convert` on a 7B-sized original checkpoint.
+- `batched_answers`: answers per second of questions about different streams batched in one `generate()` call
+  (`streaming.batched_answers`), on the shipped demo model (trained weights, not random ones).
 
 Everything uses random weights and synthetic inputs (no download); only shapes matter for cost.
 """

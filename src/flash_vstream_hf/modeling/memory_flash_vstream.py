@@ -141,6 +141,41 @@ class FlashVStreamMemory:
             )
         )
 
+    @classmethod
+    def stack(cls, memories: list[FlashVStreamMemory]) -> FlashVStreamMemory:
+        """One memory of `sum(m.batch_size)` streams: the streams of `memories`, in order. The inputs are not changed.
+
+        All must have the same layout (the seed aside), `frames_seen`, device and dtype: a memory holds one frame
+        counter for all its streams, which fixes the token count of every stream. Streams that have seen different
+        numbers of frames go to `generate` as a list instead (`video_memory=[a, b, ...]`, one memory per sample).
+        The k-means generator state is the first memory's: the stack reads out exactly as its parts do, but adding
+        frames to it draws k-means initialisations other than its parts would draw one by one.
+        """
+        memories = list(memories)
+        if not memories or not all(isinstance(m, FlashVStreamMemory) for m in memories):
+            found = [type(m).__name__ for m in memories]
+            raise ValueError(f"memories must be a non-empty list of FlashVStreamMemory, got {found}")
+        first = memories[0]
+        states = [m.state for m in memories]  # read each state once: a consistent view of every input
+        for index, (memory, state) in enumerate(zip(memories[1:], states[1:]), start=1):
+            differences = memory.layout.differences(first.layout, ignore=("memory_seed",))
+            if state.frames_seen != states[0].frames_seen:
+                differences.append(f"frames_seen: {state.frames_seen} != {states[0].frames_seen}")
+            if state.current.device != states[0].current.device:
+                differences.append(f"device: {state.current.device} != {states[0].current.device}")
+            if state.current.dtype != states[0].current.dtype:
+                differences.append(f"dtype: {state.current.dtype} != {states[0].current.dtype}")
+            if differences:
+                raise ValueError(
+                    f"cannot stack memory {index} with memory 0 (memory {index} != memory 0): " + "; ".join(differences)
+                )
+        parts = [state.tensors() for state in states]
+        tensors = {
+            name: tensor if name == "generator_state" else torch.cat([part[name] for part in parts])
+            for name, tensor in parts[0].items()
+        }
+        return cls(first.layout, StarState(frames_seen=states[0].frames_seen, **tensors))
+
     # -- persistence --------------------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike) -> None:

@@ -13,6 +13,7 @@ with StreamingSession(model, processor) as session:
 
 from .answering import Answer, AnswerStream, NoFramesError, StreamSnapshot
 from .backlog import FrameBacklog
+from .batched_answers import AnswerBatcher, answer_together
 from .session import StreamingSession
 from .sources import (
     FileSource,
@@ -27,6 +28,7 @@ from .status import StreamStatus
 
 __all__ = [
     "Answer",
+    "AnswerBatcher",
     "AnswerStream",
     "FileSource",
     "FrameBacklog",
@@ -39,5 +41,6 @@ __all__ = [
     "StreamSnapshot",
     "StreamStatus",
     "StreamingSession",
+    "answer_together",
     "open_source",
 ]
