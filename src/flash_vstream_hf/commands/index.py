@@ -35,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("memory")
     group.add_argument("--fps", type=FPS, default=1.0, help="frames sampled per second of video (default 1)")
     group.add_argument("--frame-rate", type=FPS, default=1.0, help="frames per second of frame folders (default 1)")
-    group.add_argument("--backend", choices=("decord", "pyav"), help="video file decoder (default: the first installed)")
+    group.add_argument(
+        "--backend", choices=("decord", "pyav"), help="video file decoder (default: the first installed)"
+    )
     group.add_argument("--memory-seed", type=SEED, default=None,
                        help="seed of the memory's k-means generator (default: the model config's memory_seed)")  # fmt: skip
     cluster = parser.add_argument_group("cluster (Ray)")

@@ -42,7 +42,7 @@ class QuestionAnswerer:
                 for result in video_results(self.model, self.processor, str(video), items, self.videos_dir,
                                             self.settings):  # fmt: skip
                     (problems if isinstance(result, Problem) else records).append(result)
-            except Exception as error:  # a bug must cost this video's questions, not the whole run
+            except Exception as error:  # noqa: BLE001 (a bug must cost this video's questions, not the whole run)
                 answered = {record["id"] for record in records} | {problem.id for problem in problems}
                 message = f"the worker failed: {type(error).__name__}: {error}"
                 problems += [Problem(item.id, "answer", message, item.video) for item in items
@@ -88,8 +88,11 @@ def run_benchmark_on_ray(
             for video, todo in by_video.items()]  # fmt: skip
     folder = os.path.abspath(videos_dir if videos_dir is not None else os.getcwd())  # the actors' cwd is not ours
     fields = {field.name for field in dataclasses.fields(RunSettings)}
-    constructor = {"model_options": model_options, "videos_dir": folder,
-                   "settings": {key: value for key, value in dataclasses.asdict(settings).items() if key in fields}}
+    constructor = {
+        "model_options": model_options,
+        "videos_dir": folder,
+        "settings": {key: value for key, value in dataclasses.asdict(settings).items() if key in fields},
+    }
     done = len(items) - sum(len(todo) for todo in by_video.values())
     overall = tqdm(total=len(items), initial=done, desc="questions", unit="q", disable=not settings.progress)
     try:

@@ -67,8 +67,16 @@ class BuildResult:
         return asdict(self)
 
 
-def build_memory(model, processor, video: str | os.PathLike, *, fps: float, seed: int | None = None,
-                 frame_rate: float = 1.0, backend: str | None = None):
+def build_memory(
+    model,
+    processor,
+    video: str | os.PathLike,
+    *,
+    fps: float,
+    seed: int | None = None,
+    frame_rate: float = 1.0,
+    backend: str | None = None,
+):
     """The memory of the whole `video` (a file or a folder of frames) and the session's final status; raises
     `VideoFailedError` when it cannot be opened or fails before its end."""  # fmt: skip
     from ...evaluation.videos import open_video
@@ -98,7 +106,7 @@ def build_memory_file(model, processor, video: str, output: str | os.PathLike, *
     try:
         memory, status = build_memory(model, processor, video, **options)
         memory.save(output)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 (a bad video must not end the job: its result says why)
         message = str(error) if isinstance(error, VideoFailedError) else f"{type(error).__name__}: {error}"
         return BuildResult(str(video), str(output), "failed", seconds=time.perf_counter() - began, error=message)
     return BuildResult(str(video), str(output), "done", memory.frames_seen, status.frames_failed,
