@@ -29,14 +29,23 @@ MINIMAL = {
     "serve": [],
     "export-space": ["space"],
     "bench": [],
+    "cluster up": [],
 }
 
 
 @pytest.fixture(scope="module")
 def subparsers() -> dict[str, argparse.ArgumentParser]:
-    parser = cli.build_parser()
-    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return dict(action.choices)
+    """Name -> parser of every subcommand; nested ones (`cluster up`) by their full name."""
+    return dict(_leaf_parsers(cli.build_parser(), ""))
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser, prefix: str):
+    nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if prefix and not nested:
+        yield prefix.strip(), parser
+    for action in nested:
+        for name, child in action.choices.items():
+            yield from _leaf_parsers(child, f"{prefix} {name}")
 
 
 def refused(argv: list[str], capsys) -> str:
@@ -52,7 +61,7 @@ def refused(argv: list[str], capsys) -> str:
 def test_every_subcommand_has_a_valid_command_line_here(subparsers):
     assert set(subparsers) == set(MINIMAL)
     for name, argv in MINIMAL.items():
-        assert cli.parse([name, *argv]).command == name
+        assert cli.parse([*name.split(), *argv]).command == name.split()[0]
 
 
 def test_no_argument_takes_an_unchecked_number(subparsers):
@@ -89,7 +98,7 @@ def test_every_bad_value_of_every_argument_is_refused_naming_it(subparsers, caps
     walked = 0
     for name, parser in subparsers.items():
         for argument, argv in bad_command_lines(name, parser):
-            line = refused([name, *argv], capsys)
+            line = refused([*name.split(), *argv], capsys)
             assert line.startswith(f"flash-vstream {name}: error: argument {argument}"), (argv, line)
             walked += 1
     assert walked > 150  # the walk reached every subcommand's numbers and texts
@@ -101,6 +110,7 @@ def test_every_bad_value_of_every_argument_is_refused_naming_it(subparsers, caps
         (["demo", "--eval", "--eval-first-seed", "999990"], "held-out seeds must lie in"),
         (["train-demo", "--min-length", "50", "--max-length", "10"], "--min-length 50 is above --max-length 10"),
         (["eval", *MINIMAL["eval"], "--judge-url", "http://x", "--judge-local", "m"], "not allowed with argument"),
+        (["cluster", "up", "--host", "0.0.0.0"], "exposes the API beyond this machine: set --token"),
     ],
 )
 def test_arguments_that_contradict_each_other_are_refused_before_running(argv, message, capsys):

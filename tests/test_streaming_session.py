@@ -387,3 +387,19 @@ def test_no_frames_error_is_exported_from_the_package():
 
     assert top_level is streaming_level is NoFramesError
     assert "NoFramesError" in flash_vstream_hf.__all__
+
+
+def test_on_frame_sees_every_frame_in_order_and_a_failing_listener_does_not_stop_ingest(tiny):
+    model, processor = tiny
+    seen = []
+
+    def listener(view: StreamSnapshot):
+        seen.append((view.frames, view.stream_time))
+        if view.frames == 2:
+            raise RuntimeError("a listener bug")
+
+    with StreamingSession(model, processor, on_frame=listener, generation_kwargs=ASK) as session:
+        session.start(IteratorSource(timed_frames(5, 1.0)))
+        assert session.wait(JOIN)
+        assert session.status().frames_ingested == 5
+    assert seen == [(n, float(n - 1)) for n in range(1, 6)]

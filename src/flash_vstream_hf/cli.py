@@ -25,6 +25,7 @@ COMMANDS = {
     "export-hub": ("flash_vstream_hf.conversion.export_hub", "add remote code, model card and handler for the Hub; upload"),
     "serve": ("flash_vstream_hf.commands.serve", "web app: play a stream and ask about it while it plays"),
     "export-space": ("flash_vstream_hf.commands.export_space", "write the web app as a Hugging Face Space folder"),
+    "cluster": ("flash_vstream_hf.commands.cluster", "many streams on a Ray cluster behind one HTTP API (cluster up)"),
     "bench": ("flash_vstream_hf.benchmarks.cli", "benchmarks: STAR memory vs the alternatives (--quick for CI)"),
 }
 

@@ -34,6 +34,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import replace
 
@@ -73,6 +74,8 @@ class StreamingSession:
             and a queued frame takes at most 2.4 MB (0.8 MB at 4:3) whatever the source's resolution.
         generation_kwargs: defaults for `generate()` in `ask`, e.g. `{"max_new_tokens": 128}`.
         warm_up: run the model once per process before using it from threads (see `warm_up.py`).
+        on_frame: called in the ingest thread with the new `StreamSnapshot` after each frame enters the memory
+            (e.g. to checkpoint every K frames); it must return quickly, and what it raises is logged and ignored.
 
     One stream at a time: `start()` while a stream is starting, running or stopping raises `RuntimeError`.
 
@@ -98,6 +101,7 @@ class StreamingSession:
         max_frame_side: int | None = None,
         generation_kwargs: dict | None = None,
         warm_up: bool = True,
+        on_frame: Callable[[StreamSnapshot], None] | None = None,
     ):
         if backlog is not None and backlog not in BACKLOG_POLICIES:
             raise ValueError(f"backlog must be one of {BACKLOG_POLICIES} or None, got {backlog!r}")
@@ -121,6 +125,7 @@ class StreamingSession:
         self.max_frame_side = max_frame_side
         self.generation_kwargs = {"max_new_tokens": 256, **(generation_kwargs or {})}
         self._warm_up = warm_up
+        self._on_frame = on_frame
 
         self._view = StreamSnapshot(memory.snapshot(), None)  # replaced (atomically) after every frame
         self._state = "idle"
@@ -537,10 +542,18 @@ class StreamingSession:
                 continue
             ingested += 1
             with self._changed:
-                self._view = StreamSnapshot(self.memory.snapshot(), frame.timestamp)
+                self._view = view = StreamSnapshot(self.memory.snapshot(), frame.timestamp)
                 self._ingested += 1
                 self._changed.notify_all()
+            self._tell_frame(view)
         return ingested
+
+    def _tell_frame(self, view: StreamSnapshot) -> None:
+        if self._on_frame is not None:
+            try:
+                self._on_frame(view)
+            except Exception:
+                logger.exception("on_frame failed at %.3f s (ignored)", view.stream_time)
 
     def _preprocess(self, frames: list) -> tuple[torch.Tensor | None, list]:
         """CLIP preprocessing of a batch -> `[T, 3, H, W]` and the frames kept; a bad frame is logged,
