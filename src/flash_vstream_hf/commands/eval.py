@@ -237,15 +237,16 @@ def evaluate(args, items, loaded, model, processor) -> int:
 
 def _run_on_ray(args, items, results, settings):
     """The streaming pass on a Ray cluster (`flash_vstream_hf.cluster.batch.evaluation`); None (said on stderr)
-    when the cluster cannot hold the actors asked for."""
+    when the cluster cannot hold the actors asked for, or Ray is not installed."""
     from ..cluster.batch.evaluation import run_benchmark_on_ray
+    from ..cluster.batch.pool import RayMissingError
 
     model = args.model if args.model == TINY or not os.path.exists(args.model) else os.path.abspath(args.model)
     options = {"model": model, "device": args.device, "dtype": args.dtype, "load_in_4bit": args.load_in_4bit}
     try:
         outcome, plan = run_benchmark_on_ray(options, items, args.videos, results, settings, address=args.address,
                                              actors=args.actors)  # fmt: skip
-    except ValueError as error:
+    except (ValueError, RayMissingError) as error:  # an actor pool the cluster cannot hold; no Ray
         print(f"error: {error}", file=sys.stderr)
         return None
     if plan is not None:

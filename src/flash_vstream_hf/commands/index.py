@@ -66,6 +66,7 @@ def settings_of(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     from ..cluster.batch.index import index_videos
     from ..cluster.batch.memories import check_settings, write_errors
+    from ..cluster.batch.pool import RayMissingError
 
     if args.model != TINY and os.path.exists(args.model):
         try:  # before Ray and the actors: a model that cannot load would fail every one of them
@@ -89,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:  # an actor pool the cluster cannot hold
         print(f"error: {error}", file=sys.stderr)
         return USAGE_ERROR
+    except RayMissingError as error:
+        print(f"flash-vstream index: error: {error}", file=sys.stderr)
+        return 1
     errors = write_errors(out, summary.failed)
     if summary.plan is not None:
         print(f"ray: {summary.plan.describe()}")

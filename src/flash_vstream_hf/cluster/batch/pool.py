@@ -20,6 +20,10 @@ RESERVED_CPUS = 0.5  # left to Ray Data's read and output tasks
 MIN_ACTOR_CPUS = 0.05
 
 
+class RayMissingError(RuntimeError):
+    """Ray (the `cluster` extra) is not installed."""
+
+
 @dataclass(frozen=True)
 class ActorPlan:
     """How many model actors, and what each reserves: `num_cpus` (fractional), `num_gpus` (0 or 1); `threads`
@@ -59,7 +63,12 @@ def ray_cluster(address: str | None) -> Iterator[dict]:
     """Ray, connected for the duration: the cluster at `address`, or a local one started here (and shut down at
     the end). A Ray already initialised in this process (a test, a notebook) is used as it is and left running.
     Yields the cluster's resources."""
-    import ray
+    try:
+        import ray
+    except ImportError as error:
+        raise RayMissingError(
+            f"Ray is not installed ({error}): install the cluster extra, pip install 'flash-vstream-hf[cluster]'"
+        ) from error
 
     if ray.is_initialized():
         yield ray.cluster_resources()
