@@ -22,6 +22,7 @@ MINIMAL = {
     "chat": ["video.mp4", "--model", "tiny"],
     "ask": ["video.mp4", "--model", "tiny", "--at", "10", "What is there?"],
     "eval": ["annotations.json", "--format", "rvs", "--output", "out", "--model", "tiny"],
+    "index": ["video.mp4", "--out", "out", "--model", "tiny"],
     "export-synthetic": ["out"],
     "convert": ["--input", "original", "--output", "out"],
     "export-hub": ["folder"],

@@ -19,6 +19,7 @@ COMMANDS = {
     "chat": ("flash_vstream_hf.commands.chat", "play a video file or live stream and ask questions while it runs"),
     "ask": ("flash_vstream_hf.commands.ask", "answer questions about a video as of given timestamps, in one pass"),
     "eval": ("flash_vstream_hf.commands.eval", "run a benchmark streaming: each question asked at its timestamp"),
+    "index": ("flash_vstream_hf.commands.index", "build a memory file per video on Ray Data (resumable, many machines)"),
     "export-synthetic": ("flash_vstream_hf.commands.export_synthetic", "write the synthetic benchmark (VStream-QA)"),
     "convert": ("flash_vstream_hf.conversion.convert", "convert the official checkpoint (original layout) to this format"),
     "export-hub": ("flash_vstream_hf.conversion.export_hub", "add remote code, model card and handler for the Hub; upload"),

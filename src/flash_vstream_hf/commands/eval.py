@@ -9,6 +9,10 @@ each question asked when the stream reaches its timestamp. Writes into `--output
 - `summary.json`: the table per question type and overall (also printed), the problems, the settings;
 - `run.json`: the settings the predictions were made with; a rerun with other settings is refused.
 
+With `--ray [--address ADDR --actors N]` the videos are spread over a Ray cluster (a local one by default), a pool
+of actors each loading the model once (`flash_vstream_hf.cluster.batch.evaluation`); the records are the same,
+written by this process into the same files, and a rerun skips the same ids.
+
 Exit status: 0 when every question was answered (and judged, with a judge); 1 when anything was skipped or left
 unjudged (each reported on stderr with its id); 2 for unusable arguments or annotations.
 """
@@ -22,7 +26,7 @@ import sys
 from pathlib import Path
 
 from .arguments import FPS, NEW_TOKENS, NON_NEGATIVE, POSITIVE, SECONDS, real, text
-from .common import add_model_arguments, load_model
+from .common import LOAD_FAILED, TINY, ModelLoadError, add_model_arguments, check_model_folder, load_model
 
 FORMATS = ("rvs", "vs", "streamingbench", "ovo-bench")
 SETTINGS_KEYS = ("annotations", "format", "clips", "model", "dtype", "load_in_4bit", "fps", "frame_rate",
@@ -74,7 +78,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     judge.add_argument("--judge-timeout", type=SECONDS, default=60.0, help="seconds per judge request (default 60)")
     judge.add_argument("--judge-retries", type=NON_NEGATIVE, default=2, help="retries per item (default 2)")
     judge.add_argument("--judge-cache", help="judge answer cache folder (default: OUTPUT/judge_cache)")
+    cluster = parser.add_argument_group("cluster (Ray)")
+    cluster.add_argument("--ray", action="store_true", help="answer on a Ray cluster: the videos spread over a pool "
+                         "of actors that each load the model once (same records as without --ray)")  # fmt: skip
+    cluster.add_argument("--address", type=text("Ray address"),
+                         help="with --ray: join this cluster (default: start a local one)")  # fmt: skip
+    cluster.add_argument("--actors", type=POSITIVE,
+                         help="with --ray: model actors (default: one per GPU of the cluster, else one per 2 CPUs)")  # fmt: skip
     add_model_arguments(parser)
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    for name in ("address", "actors"):
+        if getattr(args, name) is not None and not args.ray:
+            raise ValueError(f"--{name} is for --ray: add --ray, or leave --{name} out")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,6 +114,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {output} holds predictions made with other settings ({mismatch}); "
               "use another --output, or delete it to start over", file=sys.stderr)  # fmt: skip
         return USAGE_ERROR
+    if args.ray:  # the actors load the model; a folder that cannot load would fail every one of them
+        if args.model != TINY and os.path.exists(args.model):
+            try:
+                check_model_folder(args.model)
+            except ModelLoadError as error:
+                print(f"flash-vstream eval: error: {error}", file=sys.stderr)
+                return LOAD_FAILED
+        return evaluate(args, items, loaded, None, None)
     model, processor = load_model(args)
     return evaluate(args, items, loaded, model, processor)
 
@@ -168,7 +193,13 @@ def evaluate(args, items, loaded, model, processor) -> int:
         past_end_tolerance=args.past_end_tolerance, max_batch=args.max_batch, backend=args.backend,
         likelihood=not args.no_likelihood, progress=not args.no_progress,
     )  # fmt: skip
-    outcome = run_benchmark(model, processor, items, args.videos, ResultsFile(output / "predictions.jsonl"), settings)
+    results = ResultsFile(output / "predictions.jsonl")
+    if getattr(args, "ray", False):
+        outcome = _run_on_ray(args, items, results, settings)
+        if outcome is None:
+            return USAGE_ERROR
+    else:
+        outcome = run_benchmark(model, processor, items, args.videos, results, settings)
     problems = list(loaded.problems) + outcome.problems
     wanted = {item.id for item in items}
     records = {key: value for key, value in outcome.records.items() if key in wanted}
@@ -202,6 +233,25 @@ def evaluate(args, items, loaded, model, processor) -> int:
         print(f"{len(problems)} problem(s), listed above and in {output / 'summary.json'}", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_on_ray(args, items, results, settings):
+    """The streaming pass on a Ray cluster (`flash_vstream_hf.cluster.batch.evaluation`); None (said on stderr)
+    when the cluster cannot hold the actors asked for, or Ray is not installed."""
+    from ..cluster.batch.evaluation import run_benchmark_on_ray
+    from ..cluster.batch.pool import RayMissingError
+
+    model = args.model if args.model == TINY or not os.path.exists(args.model) else os.path.abspath(args.model)
+    options = {"model": model, "device": args.device, "dtype": args.dtype, "load_in_4bit": args.load_in_4bit}
+    try:
+        outcome, plan = run_benchmark_on_ray(options, items, args.videos, results, settings, address=args.address,
+                                             actors=args.actors)  # fmt: skip
+    except (ValueError, RayMissingError) as error:  # an actor pool the cluster cannot hold; no Ray
+        print(f"error: {error}", file=sys.stderr)
+        return None
+    if plan is not None:
+        print(f"ray: {plan.describe()}", file=sys.stderr)
+    return outcome
 
 
 def write_judgements(path: Path, verdicts: dict[str, dict], judge) -> None:

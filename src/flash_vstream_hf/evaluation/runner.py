@@ -93,27 +93,40 @@ def run_benchmark(
 def _run_video(model, processor, video, todo, videos_dir, results, settings, outcome, overall) -> None:
     from transformers.utils.logging import tqdm
 
-    try:
-        source = open_video(find_video(video, videos_dir), settings.fps, settings.frame_rate, settings.backend)
-    except (VideoNotFoundError, ValueError, OSError) as error:
-        for item in todo:
-            _report(outcome, Problem(item.id, "video", str(error), video))
-        overall.update(len(todo))
-        return
     bar = tqdm(total=len(todo), desc=Path(video).name[:32], unit="q", leave=False, disable=not settings.progress)
     try:
-        for result in evaluate_video(model, processor, source, todo, settings):
-            if isinstance(result, Problem):
-                _report(outcome, result)
-            else:
-                results.append(result)
-                outcome.records[result["id"]] = result
-                outcome.written += 1
+        for result in video_results(model, processor, video, todo, videos_dir, settings):
+            take_result(outcome, results, result)
             if result_id(result) is not None:
                 bar.update(1)
                 overall.update(1)
     finally:
         bar.close()
+
+
+def video_results(
+    model, processor, video: str, items: list[EvalItem], videos_dir: str | Path | None, settings: RunSettings
+) -> Iterator[dict | Problem]:
+    """The records and problems of one video's `items` (`evaluate_video`), or a "video" problem per item when the
+    video cannot be found or opened. What one worker does with one video, in this process or on a cluster
+    (`flash_vstream_hf.cluster.batch`)."""
+    try:
+        source = open_video(find_video(video, videos_dir), settings.fps, settings.frame_rate, settings.backend)
+    except (VideoNotFoundError, ValueError, OSError) as error:
+        for item in items:
+            yield Problem(item.id, "video", str(error), video)
+        return
+    yield from evaluate_video(model, processor, source, items, settings)
+
+
+def take_result(outcome: RunOutcome, results: ResultsFile, result: dict | Problem) -> None:
+    """Append a record to `results` (on disk before the next one) and to `outcome`, or report a problem."""
+    if isinstance(result, Problem):
+        _report(outcome, result)
+    else:
+        results.append(result)
+        outcome.records[result["id"]] = result
+        outcome.written += 1
 
 
 def result_id(result) -> str | None:
