@@ -295,8 +295,11 @@ def main():
     model.to(torch.bfloat16)
     model.config.torch_dtype = torch.bfloat16
     model.save_pretrained(ckpt, safe_serialization=True)
+    # The original reads its image processor from Qwen2-VL-7B-Instruct (a plain Qwen2VLImageProcessor
+    # config; `additional_pool_size=2` is passed per call, never saved): save that kind of config.
+    from transformers import Qwen2VLImageProcessor
+    Qwen2VLImageProcessor(**PROCESSOR_KWARGS).save_pretrained(ckpt)
     image_processor = FlashVStreamQwen2VLImageProcessor(**PROCESSOR_KWARGS)
-    image_processor.save_pretrained(ckpt)
     del model
 
     with contextlib.redirect_stdout(io.StringIO()):
