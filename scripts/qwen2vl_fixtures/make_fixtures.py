@@ -11,13 +11,16 @@ Re-run (a few seconds on one CPU thread; see README.md next to this file):
     /work/v45/bin/pip install torch==2.13.0 transformers==4.45.0 numpy pillow safetensors
     # the original, outside this repository (any clone of github.com/IVGSZ/Flash-VStream, commit
     # 6a82abf or later; models/ is unchanged up to 8f6bde2):
+    mkdir -p /work/v2-original
     git -C <Flash-VStream clone> archive HEAD Flash-VStream-Qwen/models | tar -x -C /work/v2-original
     /work/v45/bin/python scripts/qwen2vl_fixtures/make_fixtures.py \
         --original /work/v2-original/Flash-VStream-Qwen --out tests/fixtures/qwen2vl
 
-In ``--out`` the files this script writes are replaced (README.md and .gitignore stay). ``--check-fp64`` (default on) reruns every video case in float64
-and records whether the memory's discrete choices and the greedy tokens are the same (so a fixture
-does not sit on a numerical knife edge). Output is bit-identical between runs (one thread).
+In ``--out`` the files this script writes are replaced (README.md and .gitignore stay). Every video
+case is also rerun in float64 (``--no-check-fp64`` skips it) to record whether the memory's discrete
+choices and the greedy tokens stay the same, so no fixture sits on a numerical knife edge. The frame
+seed is 12 (env ``FIXTURE_FRAME_SEED`` overrides it, for exploring only). Output is bit-identical
+between runs (one thread).
 """
 
 from __future__ import annotations
@@ -53,58 +56,58 @@ VIDEO_TOKEN = 507  # <|video_pad|>
 VOCAB = 512
 TEXT_VOCAB = 500
 
-FLASH_MEMORY_CONFIG = dict(
-    flash_memory_temporal_length=4,  # CSM budget: K = 2 clusters of temporal patches
-    flash_memory_temporal_method="kmeans_ordered",
-    flash_memory_temporal_poolsize=2,
-    flash_memory_temporal_pca_dim=32,
-    flash_memory_spatial_length=4,  # DAM: 2 full-resolution temporal patches (the 2 heaviest clusters)
-    flash_memory_spatial_method="klarge_retrieve",
-)
+FLASH_MEMORY_CONFIG = {
+    "flash_memory_temporal_length": 4,  # CSM budget: K = 2 clusters of temporal patches
+    "flash_memory_temporal_method": "kmeans_ordered",
+    "flash_memory_temporal_poolsize": 2,
+    "flash_memory_temporal_pca_dim": 32,
+    "flash_memory_spatial_length": 4,  # DAM: 2 full-resolution temporal patches (the 2 heaviest clusters)
+    "flash_memory_spatial_method": "klarge_retrieve",
+}
 
-VISION_CONFIG = dict(
-    depth=2,
-    embed_dim=32,
-    hidden_size=64,  # merger output = LLM hidden size
-    hidden_act="quick_gelu",
-    mlp_ratio=4,
-    num_heads=2,
-    in_channels=3,
-    patch_size=14,
-    spatial_merge_size=2,
-    temporal_patch_size=2,
-)
+VISION_CONFIG = {
+    "depth": 2,
+    "embed_dim": 32,
+    "hidden_size": 64,  # merger output = LLM hidden size
+    "hidden_act": "quick_gelu",
+    "mlp_ratio": 4,
+    "num_heads": 2,
+    "in_channels": 3,
+    "patch_size": 14,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+}
 
-TEXT_CONFIG = dict(
-    vocab_size=VOCAB,
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    hidden_act="silu",
-    max_position_embeddings=4096,
-    rms_norm_eps=1e-6,
-    rope_theta=1000000.0,
-    rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},  # sums to head_dim/2 = 8
-    tie_word_embeddings=False,
-    use_sliding_window=False,
-    sliding_window=4096,
-    max_window_layers=2,
-    attention_dropout=0.0,
-    bos_token_id=BOS,
-    eos_token_id=IM_END,
-    vision_start_token_id=VISION_START,
-    vision_end_token_id=VISION_END,
-    vision_token_id=VISION_TOKEN,
-    image_token_id=IMAGE_TOKEN,
-    video_token_id=VIDEO_TOKEN,
-)
+TEXT_CONFIG = {
+    "vocab_size": VOCAB,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "hidden_act": "silu",
+    "max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 1000000.0,
+    "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},  # sums to head_dim/2 = 8
+    "tie_word_embeddings": False,
+    "use_sliding_window": False,
+    "sliding_window": 4096,
+    "max_window_layers": 2,
+    "attention_dropout": 0.0,
+    "bos_token_id": BOS,
+    "eos_token_id": IM_END,
+    "vision_start_token_id": VISION_START,
+    "vision_end_token_id": VISION_END,
+    "vision_token_id": VISION_TOKEN,
+    "image_token_id": IMAGE_TOKEN,
+    "video_token_id": VIDEO_TOKEN,
+}
 
 # Image processor settings of Qwen2-VL-7B-Instruct's preprocessor_config.json (only min_pixels matters
 # for frames this small).
-PROCESSOR_KWARGS = dict(min_pixels=3136, max_pixels=12845056, patch_size=14, temporal_patch_size=2,
-                        merge_size=2)
+PROCESSOR_KWARGS = {"min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2,
+                        "merge_size": 2}
 
 WEIGHT_SEED = 20240607
 TOKEN_SEED = 7
@@ -205,7 +208,7 @@ class Recorder:
 
         def temporal_compress(*a, **k):
             out = self._tc(*a, **k)
-            x, thw, w, ts, ind = out
+            _x, thw, w, ts, ind = out
             self.rec["csm_thw"] = thw.clone()
             self.rec["csm_weights"] = torch.as_tensor(w).detach().clone().float()
             self.rec["csm_timestamps"] = torch.as_tensor(ts).detach().clone().float()
@@ -270,7 +273,11 @@ def main():
     with contextlib.redirect_stdout(io.StringIO()):
         import transformers
         from models.vstream_qwen2vl_model import (
-            FlashVStreamQwen2VLConfig, FlashVStreamQwen2VLModel, get_real_grid_thw, get_spatial_real_grid_thw)
+            FlashVStreamQwen2VLConfig,
+            FlashVStreamQwen2VLModel,
+            get_real_grid_thw,
+            get_spatial_real_grid_thw,
+        )
         from models.vstream_qwen2vl_processor import FlashVStreamQwen2VLImageProcessor
     transformers.logging.set_verbosity_error()
 
@@ -323,7 +330,7 @@ def main():
         "tiny_config": {"vision": VISION_CONFIG, "text": TEXT_CONFIG, "flash_memory_config": FLASH_MEMORY_CONFIG,
                         "processor": PROCESSOR_KWARGS, "checkpoint_dtype": "bfloat16",
                         "weight_init": "randn/sqrt(fan_in) for matrices, randn for embed_tokens, 0.1*randn biases, "
-                                       "1+0.1*randn norms, seed %d, rounded to bf16" % WEIGHT_SEED},
+                                       f"1+0.1*randn norms, seed {WEIGHT_SEED}, rounded to bf16"},
         "max_new_tokens": MAX_NEW_TOKENS,
         "cases": {},
     }
