@@ -9,11 +9,13 @@ from .modeling_flash_vstream_qwen2vl import (
     FlashVStreamQwen2VLModel,
     FlashVStreamQwen2VLPreTrainedModel,
 )
+from .processing_flash_vstream_qwen2vl import FlashVStreamQwen2VLProcessor
 
 __all__ = [
     "FlashVStreamQwen2VLConfig",
     "FlashVStreamQwen2VLForConditionalGeneration",
     "FlashVStreamQwen2VLModel",
     "FlashVStreamQwen2VLPreTrainedModel",
+    "FlashVStreamQwen2VLProcessor",
     "FlashVStreamQwen2VLVisionConfig",
 ]
