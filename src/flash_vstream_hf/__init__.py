@@ -15,6 +15,12 @@ from .modeling import (
     FlashVStreamPreTrainedModel,
 )
 from .processing import FlashVStreamProcessor
+from .qwen2vl import (
+    FlashVStreamQwen2VLConfig,
+    FlashVStreamQwen2VLForConditionalGeneration,
+    FlashVStreamQwen2VLModel,
+    FlashVStreamQwen2VLProcessor,
+)
 
 __version__ = "0.1.0"
 
@@ -27,6 +33,13 @@ AutoConfig.register(FlashVStreamConfig.model_type, FlashVStreamConfig, exist_ok=
 AutoModel.register(FlashVStreamConfig, FlashVStreamModel, exist_ok=True)
 AutoModelForImageTextToText.register(FlashVStreamConfig, FlashVStreamForConditionalGeneration, exist_ok=True)
 AutoProcessor.register(FlashVStreamConfig, FlashVStreamProcessor, exist_ok=True)
+# Flash-VStream v2 (Qwen2-VL + Flash Memory), model_type "flash_vstream_qwen2_vl".
+AutoConfig.register(FlashVStreamQwen2VLConfig.model_type, FlashVStreamQwen2VLConfig, exist_ok=True)
+AutoModel.register(FlashVStreamQwen2VLConfig, FlashVStreamQwen2VLModel, exist_ok=True)
+AutoModelForImageTextToText.register(
+    FlashVStreamQwen2VLConfig, FlashVStreamQwen2VLForConditionalGeneration, exist_ok=True
+)
+AutoProcessor.register(FlashVStreamQwen2VLConfig, FlashVStreamQwen2VLProcessor, exist_ok=True)
 
 __all__ = [
     "FlashVStreamConfig",
@@ -35,6 +48,10 @@ __all__ = [
     "FlashVStreamModel",
     "FlashVStreamPreTrainedModel",
     "FlashVStreamProcessor",
+    "FlashVStreamQwen2VLConfig",
+    "FlashVStreamQwen2VLForConditionalGeneration",
+    "FlashVStreamQwen2VLModel",
+    "FlashVStreamQwen2VLProcessor",
     "NoFramesError",
     "StreamingSession",
 ]

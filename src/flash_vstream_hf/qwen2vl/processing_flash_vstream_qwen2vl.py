@@ -1,0 +1,148 @@
+"""Processor of Flash-VStream v2: Qwen2-VL's processor whose videos become Flash Memory placeholders.
+
+Two differences from `Qwen2VLProcessor`, both the original's (`models/vstream_qwen2vl_processor.py`):
+- frames are resized to multiples of 56 px (`14 * merge 2 * additional_pool_size 2`) instead of 28, so the
+  low-resolution (2x2-pooled) copy of every frame still cuts into whole 2x2 merge blocks;
+- each `<|video_pad|>` becomes as many placeholders as the video's memory has tokens (DAM + CSM), not one per
+  merged patch.
+
+Frames are resized and normalised by Qwen2-VL's PIL image processor (no torchvision needed) and cut into
+Qwen2-VL's patch rows here. transformers 5 resamples slightly differently from 4.45 (which the original ran
+under), so pixel values differ a little from the original's; model parity is measured from `pixel_values_videos`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
+
+from .configuration_flash_vstream_qwen2vl import DEFAULT_FLASH_MEMORY_CONFIG, check_flash_memory_config
+from .flash_memory import MERGE_SIZE, PATCH_SIZE, TEMPORAL_PATCH_SIZE, num_memory_tokens
+
+
+class FlashVStreamQwen2VLProcessor(Qwen2VLProcessor):
+    r"""
+    Tokenizer + Qwen2-VL image processor (used frame by frame for videos) + the Flash Memory token count.
+
+    Args:
+        image_processor (`Qwen2VLImageProcessorPil` or `Qwen2VLImageProcessor`): resizing bounds
+            (`min_pixels`/`max_pixels`, read from `size`), rescaling and normalisation of the frames.
+        tokenizer: Qwen2-VL's tokenizer (with `<|video_pad|>`).
+        flash_memory_config (`dict`, *optional*): the model's `vision_config.flash_memory_config` (the released
+            values by default); it decides how many tokens each video's memory has.
+    """
+
+    attributes = ["image_processor", "tokenizer"]  # noqa: RUF012 (ProcessorMixin class attribute)
+    valid_processor_kwargs = ["flash_memory_config", "chat_template"]  # noqa: RUF012
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, flash_memory_config=None, **kwargs):
+        self.flash_memory_config = {**DEFAULT_FLASH_MEMORY_CONFIG, **(flash_memory_config or {})}
+        check_flash_memory_config(self.flash_memory_config)
+        super().__init__(image_processor, tokenizer, video_processor=None, chat_template=chat_template, **kwargs)
+
+    @property
+    def resize_factor(self) -> int:
+        """Frames are resized to multiples of this many pixels (56 for the released 2x2 pool)."""
+        return PATCH_SIZE * MERGE_SIZE * self.flash_memory_config["flash_memory_temporal_poolsize"]
+
+    def num_memory_tokens(self, video_grid_thw) -> int:
+        """Tokens of the memory of a video with patch grid `(t, h, w)`: its number of `<|video_pad|>` tokens."""
+        grid = tuple(int(v) for v in video_grid_thw)
+        config = self.flash_memory_config
+        return num_memory_tokens(
+            grid,
+            config["flash_memory_temporal_length"] // 2,
+            config["flash_memory_spatial_length"] // 2,
+            config["flash_memory_temporal_poolsize"],
+        )
+
+    def preprocess_video(self, frames) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(pixel_values_videos [t*h*w, 3*2*14*14], video_grid_thw [3])` of one video.
+
+        frames: `[T, H, W, 3]` uint8 (array or tensor) or a list of `[H, W, 3]` frames / PIL images. A 1-frame
+        clip is tiled to 2 frames (as the original); an odd number of frames repeats the last one.
+        """
+        frames = [np.asarray(frame) for frame in frames]
+        if not frames:
+            raise ValueError("a video needs at least one frame, got 0")
+        height, width = frames[0].shape[:2]
+        processor = self.image_processor
+        size = getattr(processor, "size", None) or {}
+        min_pixels = size.get("shortest_edge", getattr(processor, "min_pixels", 56 * 56))
+        max_pixels = size.get("longest_edge", getattr(processor, "max_pixels", 28 * 28 * 1280))
+        resized_height, resized_width = smart_resize(
+            height, width, factor=self.resize_factor, min_pixels=min_pixels, max_pixels=max_pixels
+        )
+        # The image processor resizes again to its own 28-px grid: bounds equal to the target area keep our size.
+        area = resized_height * resized_width
+        processed = processor(
+            images=frames, size={"shortest_edge": area, "longest_edge": area}, do_resize=True, return_tensors="pt"
+        )
+        # One row per frame of patches; rebuild frames [T, C, H, W] from the image processor's patch rows.
+        video = _frames_from_image_rows(processed, len(frames), resized_height, resized_width)
+        if video.shape[0] % TEMPORAL_PATCH_SIZE:
+            video = torch.cat([video, video[-1:].expand(TEMPORAL_PATCH_SIZE - video.shape[0] % 2, -1, -1, -1)])
+        return _patchify(video), torch.tensor([video.shape[0] // 2, resized_height // 14, resized_width // 14])
+
+    def __call__(self, text=None, videos=None, images=None, return_tensors="pt", **kwargs) -> BatchFeature:
+        """Tokenize `text` (a string or a list) with each `<|video_pad|>` expanded to its video's memory tokens.
+
+        videos: one video or a list of videos (see `preprocess_video`), in the order of their `<|video_pad|>`.
+        Returns `input_ids`, `attention_mask` and, with videos, `pixel_values_videos` and `video_grid_thw`.
+        """
+        if images is not None:
+            raise ValueError("Flash-VStream-Qwen reads videos only; got images")
+        texts = [text] if isinstance(text, str) else list(text or [""])
+        data = {}
+        if videos is not None:
+            if _is_one_video(videos):
+                videos = [videos]
+            rows, grids = zip(*(self.preprocess_video(video) for video in videos))
+            data["pixel_values_videos"] = torch.cat(rows)
+            data["video_grid_thw"] = torch.stack(grids)
+            counts = iter(self.num_memory_tokens(grid) for grid in grids)
+            expanded = []
+            for sample in texts:
+                pieces = sample.split(self.video_token)
+                out = pieces[0]
+                for piece in pieces[1:]:
+                    try:
+                        out += "<|placeholder|>" * next(counts) + piece
+                    except StopIteration:
+                        raise ValueError("text has more video placeholders than videos were given") from None
+                expanded.append(out.replace("<|placeholder|>", self.video_token))
+            if next(counts, None) is not None:
+                raise ValueError("more videos were given than the text has video placeholders")
+            texts = expanded
+        encoded = self.tokenizer(texts, return_tensors=return_tensors, **kwargs)
+        return BatchFeature(data={**encoded, **data})
+
+
+def _is_one_video(videos) -> bool:
+    first = videos[0] if isinstance(videos, (list, tuple)) else videos
+    return np.asarray(first).ndim == 3 if isinstance(videos, (list, tuple)) else np.asarray(videos).ndim == 4
+
+
+def _frames_from_image_rows(processed, num_frames: int, height: int, width: int) -> torch.Tensor:
+    """`[T, C, H, W]` frames from Qwen2-VL image-processor output (each frame a 2-frame tiled image)."""
+    rows = processed["pixel_values"]  # [T * h * w, C * 2 * 14 * 14]
+    grids = processed["image_grid_thw"]
+    if not bool((grids == torch.tensor([1, height // 14, width // 14])).all()):
+        raise ValueError(f"the image processor resized frames to {grids[0].tolist()}, expected {height}x{width} px")
+    h, w = height // 14, width // 14
+    x = rows.reshape(num_frames, h // 2, w // 2, 2, 2, -1, TEMPORAL_PATCH_SIZE, 14, 14)[:, :, :, :, :, :, 0]
+    return x.permute(0, 5, 1, 3, 6, 2, 4, 7).reshape(num_frames, -1, height, width)
+
+
+def _patchify(video: torch.Tensor) -> torch.Tensor:
+    """Qwen2-VL patch rows `[t * h * w, C * 2 * 14 * 14]` of frames `[T, C, H, W]` (T even)."""
+    frames, channels, height, width = video.shape
+    t, h, w = frames // 2, height // 14, width // 14
+    x = video.reshape(t, TEMPORAL_PATCH_SIZE, channels, h // 2, 2, 14, w // 2, 2, 14)
+    return x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8).reshape(t * h * w, channels * TEMPORAL_PATCH_SIZE * 14 * 14)
+
+
+__all__ = ["FlashVStreamQwen2VLProcessor"]
