@@ -1,7 +1,9 @@
 """`StreamHost`: one loaded model and the streams it owns (a Ray actor in the cluster; a plain class here).
 
 A host shares its model between up to `streams_per_host` `StreamingSession`s, as `flash-vstream serve` does in
-one process, checkpoints each stream every K frames, and opens a stream either fresh or from its checkpoint
+one process, answers the questions about its streams that arrive together in one batched `generate`
+(`streaming.batched_answers.AnswerBatcher`: the same greedy answers as one at a time), checkpoints each stream every
+K frames, and opens a stream either fresh or from its checkpoint
 (`resume=True`): the registry does the latter on another host when this one dies. A host that Ray restarts comes
 back empty, with a new `incarnation`, and the registry reopens its streams.
 """
@@ -15,6 +17,7 @@ import uuid
 
 from ..streaming import StreamingSession
 from ..streaming.answering import NoFramesError
+from ..streaming.batched_answers import AnswerBatcher
 from .checkpoints import memory_from_bytes, memory_to_bytes, read_checkpoint
 from .errors import ApiError, unknown_stream
 from .frames import check_timestamps, decode_frame
@@ -25,6 +28,8 @@ from .store import CheckpointStore
 from .streams import PushedFrames, StreamSpec, open_stream_source
 
 AT_TIMEOUT = 60.0  # seconds a question asked for a later stream time waits for the stream to get there
+ANSWER_TIMEOUT = 300.0  # seconds a question may wait for its batch and its answer
+BATCH_WINDOW = 0.02  # seconds the batcher waits after a question for others to join it
 
 
 class StreamHost:
@@ -37,6 +42,12 @@ class StreamHost:
         self._streams: dict[str, HostedStream] = {}
         self._last_pushed: dict[str, float] = {}
         self._lock = threading.Lock()
+        generation = {"max_new_tokens": settings.max_new_tokens}
+        self.batcher = AnswerBatcher(
+            self.served.model, self.served.processor, window_s=BATCH_WINDOW,
+            max_batch_size=settings.streams_per_host, generation_kwargs=generation,
+        )  # fmt: skip
+        self.questions: dict[str, int] = {}  # stream id -> questions answered
 
     # -- what the registry asks -----------------------------------------------------------------------------------
 
@@ -123,6 +134,7 @@ class StreamHost:
         """Stop every stream, checkpoints kept (the cluster is going down)."""
         for stream_id in list(self._streams):
             self.close_stream(stream_id, forget=False)
+        self.batcher.close()
 
     # -- what the gateway asks ------------------------------------------------------------------------------------
 
@@ -143,7 +155,7 @@ class StreamHost:
             "ingest_fps": status.ingest_fps,
             "memory_tokens": status.memory_tokens,
             "memory_bytes": status.memory_bytes,
-            "questions_answered": status.questions_answered,
+            "questions_answered": status.questions_answered + self.questions.get(stream_id, 0),
             "error": status.error,
             "checkpoint": None if last is None else {"frames_seen": last.frames_seen, "stream_time": last.stream_time},
             "resumed_from_frames": None if stream.resumed_from is None else stream.resumed_from.frames_seen,
@@ -151,13 +163,18 @@ class StreamHost:
         }
 
     def ask(self, stream_id: str, question, max_new_tokens: int | None = None, at: float | None = None) -> dict:
-        """The answer to `question` (text or chat messages) from the memory now, or as of stream time `at`."""
+        """The answer to `question` (text or chat messages) from the memory now, or as of stream time `at`;
+        batched with the questions about this host's other streams that arrive meanwhile."""
         session = self._stream(stream_id).session
+        snapshot = self._snapshot_at(session, at) or session.snapshot()
         kwargs = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
         try:
-            answer = session.ask(question, snapshot=self._snapshot_at(session, at), **kwargs)
+            answer = self.batcher.submit(question, snapshot, **kwargs).result(timeout=ANSWER_TIMEOUT)
         except NoFramesError as error:
             raise ApiError(409, "stream_id", str(error), retry_after=1.0) from error
+        except ValueError as error:  # a conversation without a question, say
+            raise ApiError(422, "question", str(error)) from error
+        self.questions[stream_id] = self.questions.get(stream_id, 0) + 1
         return {**answer.to_dict(), "frames_seen": answer.frames, "stream_id": stream_id}
 
     def ask_stream(self, stream_id: str, question, max_new_tokens: int | None = None, at: float | None = None):
