@@ -1,11 +1,15 @@
 import logging
+import os
 
-import pytest
-import torch
+# Ray reads this when it is imported: a two-node test cluster on one host (tests/cluster_helpers.py) needs it.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
-from flash_vstream_hf.tiny import tiny_config, tiny_model, tiny_processor, write_synthetic_video
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
-from .helpers import http_server
+from flash_vstream_hf.tiny import tiny_config, tiny_model, tiny_processor, write_synthetic_video  # noqa: E402
+
+from .helpers import http_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -112,14 +112,15 @@ def test_a_killed_owner_process_is_replaced_and_the_file_stream_ends_as_if_nothi
 def test_a_removed_node_moves_its_streams_to_the_live_one(running, uninterrupted):
     cluster, worker, _, client = running
     worker_node = worker.node_id
-    for stream_id in ("node-a", "node-b"):  # one lands on each host: one host per node
+    files = ("node-a", "node-b", "node-c")  # least-loaded placement puts at least one on each host (one per node)
+    for stream_id in files:
         body = {"source": "walk.mp4", "stream_id": stream_id, "speed": SPEED}
         assert client.post("/v1/streams", json=body).status_code == 201
     pushed = client.post("/v1/streams", json={"stream_id": "pushed"})
     assert pushed.status_code == 201, pushed.text
     owners = {sid: wait_for(lambda sid=sid: stream(client, sid).get("owner"), what="an owner") for sid in
-              ("node-a", "node-b", "pushed")}  # fmt: skip
-    doomed = next(sid for sid in ("node-a", "node-b") if owners[sid]["node_id"] == worker_node)
+              (*files, "pushed")}  # fmt: skip
+    doomed = next(sid for sid in files if owners[sid]["node_id"] == worker_node)
     frames = [{"image": png(synthetic_frame(i)), "timestamp": float(i)} for i in range(13)]
     assert client.post("/v1/streams/pushed/frames", json={"frames": frames}).status_code == 200
     wait_for(lambda: stream(client, "pushed").get("frames_seen") == 13, what="13 pushed frames")

@@ -111,7 +111,8 @@ def build_app(settings: ClusterSettings, cluster) -> FastAPI:
         record = await cluster.registry_call("record", stream_id)
         if record["state"] != "open":
             return record
-        return {**await cluster.host_call(stream_id, "status"), **record}
+        status = await cluster.host_call(stream_id, "status")
+        return {**status, **record, "stream_state": status["state"]}  # state: the registry's; stream_state: ingest's
 
     @app.delete("/v1/streams/{stream_id}", status_code=204)
     async def delete_stream(stream_id: str) -> Response:
