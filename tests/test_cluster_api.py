@@ -81,7 +81,7 @@ def test_the_openai_client_asks_about_a_pushed_stream_plain_and_streamed(api):
         ("/v1/streams", {"source": "http://127.0.0.1:9/x.mp4"}, 400, "source"),
         ("/v1/streams/nope/ask", {"question": QUESTION}, 404, "stream_id"),
         ("/v1/streams/nope/ask", {"question": " "}, 422, "question"),
-        ("/v1/streams/nope/frames", {"frames": [{"image": "%%", "timestamp": 1}]}, 404, "stream_id"),
+        ("/v1/streams/nope/frames", {"frames": [{"image": "%%", "timestamp": 1}]}, 422, "frames[0].image"),
         ("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "hi"}]}, 422, "stream_id"),
         ("/v1/chat/completions", {"model": "m", "stream_id": "x", "temperature": 0.7,
                                   "messages": [{"role": "user", "content": "hi"}]}, 422, "temperature"),

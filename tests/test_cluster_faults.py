@@ -49,7 +49,7 @@ def uninterrupted(media) -> FlashVStreamMemory:
 def running(media, tmp_path_factory):
     with two_node_cluster() as (cluster, worker):
         settings = ClusterSettings(
-            model="demo", store=str(tmp_path_factory.mktemp("store")), hosts=2, streams_per_host=4,
+            model="demo", store=str(tmp_path_factory.mktemp("store")), hosts=2, streams_per_host=6,
             checkpoint_every=K, media_root=str(media), port=free_port(), host_cpus=0.25,
             host_resources={"stream_host": 1}, control_resources={"control": 0.01}, monitor_interval=0.3,
             ping_timeout=1.5,

@@ -112,7 +112,8 @@ def build_app(settings: ClusterSettings, cluster) -> FastAPI:
         if record["state"] != "open":
             return record
         status = await cluster.host_call(stream_id, "status")
-        return {**status, **record, "stream_state": status["state"]}  # state: the registry's; stream_state: ingest's
+        # state: the registry's, stream_state: ingest's; the owner as the host itself says (the registry's lags)
+        return {**status, **record, "owner": status["owner"], "stream_state": status["state"]}
 
     @app.delete("/v1/streams/{stream_id}", status_code=204)
     async def delete_stream(stream_id: str) -> Response:
