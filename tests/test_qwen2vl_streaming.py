@@ -324,3 +324,14 @@ def test_benchmark_modes_agree_exactly_on_streams_of_at_most_k_frames_and_report
     assert rows[("v2 bounded", 10)]["bytes"] == rows[("v2 bounded", 50)]["bytes"]
     assert rows[("v2 faithful", 50)]["bytes"] > rows[("v2 faithful", 10)]["bytes"]
     assert rows[("v1 tiny", 10)]["bytes"] == rows[("v1 tiny", 50)]["bytes"]
+
+
+def test_beam_search_and_several_returned_sequences_read_one_memory(model):
+    memory = streamed(model, random_features(8, seed=18), "bounded")
+    ids = torch.tensor([[START, *[VIDEO] * memory.get_seq_length(), END, 10, 11]])
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), video_memory=memory,
+                             max_new_tokens=3, num_beams=2, num_return_sequences=2, do_sample=False)  # fmt: skip
+    assert out.shape == (2, ids.shape[1] + 3) and memory.frames_seen == 8
+    with pytest.raises(ValueError, match="placeholder"):
+        model.generate(input_ids=torch.cat([ids[:, :2], ids[:, 3:]], dim=1), video_memory=memory, max_new_tokens=1)
