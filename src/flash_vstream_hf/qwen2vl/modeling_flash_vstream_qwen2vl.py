@@ -200,6 +200,10 @@ class FlashVStreamQwen2VLModel(FlashVStreamQwen2VLPreTrainedModel, Qwen2VLModel)
             )
         video = mm_encoder_outputs.get("video")
 
+        if position_ids is None and input_ids is None and past_length == 0:
+            # A new prompt given as embeddings: no placeholders, so text positions. Qwen2-VL would shift them by the
+            # `rope_deltas` a previous prompt left (of another batch size, even), so they are dropped first.
+            self.rope_deltas = None
         if position_ids is None and input_ids is not None and past_length == 0:
             position_ids, self.rope_deltas = self.get_rope_index(
                 input_ids, video_grid_thw=video_grid_thw if video is not None else None, attention_mask=attention_mask
