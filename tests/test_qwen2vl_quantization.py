@@ -158,7 +158,9 @@ def test_generate_in_4bit_with_bf16_compute(checkpoint):
 )
 def test_quantized_checkpoint_saves_and_reloads_identically(checkpoint, tmp_path, quantization):
     model = load(checkpoint, **quantization)
-    model.save_pretrained(tmp_path)  # before any forward pass: the safe path on every CPU (hf_conventions A.4)
+    model.save_pretrained(
+        tmp_path
+    )  # before any forward pass: the safe path on every CPU (docs/transformers_notes.md, "bitsandbytes on CPU")
     _, expected = run(model)
     reloaded = FlashVStreamQwen2VLForConditionalGeneration.from_pretrained(tmp_path).eval()  # no config needed
     assert reloaded.is_quantized and linear_types(reloaded) == linear_types(model)
