@@ -38,6 +38,7 @@ from .flash_memory import (
     pool_patches_in_pixel_space,
 )
 from .memory_flash_vstream_qwen2vl import FlashVStreamQwen2VLMemory, MemoryLayout
+from .quantization_flash_vstream_qwen2vl import with_default_skip_modules
 from .rope_flash_vstream_qwen2vl import apply_memory_positions, memory_relative_positions, placeholder_rope_index
 
 
@@ -86,6 +87,21 @@ class FlashVStreamQwen2VLFrameFeatures:
 class FlashVStreamQwen2VLPreTrainedModel(Qwen2VLPreTrainedModel):
     config: FlashVStreamQwen2VLConfig
     config_class = FlashVStreamQwen2VLConfig
+    # One device each (with Qwen2-VL's vision block and decoder layer): the merger turns the memory into tokens.
+    _no_split_modules = ["Qwen2VLVisionBlock", "Qwen2VLDecoderLayer", "PatchMerger"]  # noqa: RUF012
+    # Modules bitsandbytes leaves unquantized unless `llm_int8_skip_modules` is given: the vision tower and its
+    # merger (the Flash Memory clusters their features). Full names from this class's root, matched from the start.
+    quantization_skip_modules: tuple[str, ...] = ("visual",)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`; a bitsandbytes `quantization_config` without `llm_int8_skip_modules`
+        quantizes only the language model (see `quantization_skip_modules`)."""
+        if kwargs.get("quantization_config") is not None:
+            kwargs["quantization_config"] = with_default_skip_modules(
+                kwargs["quantization_config"], cls.quantization_skip_modules
+            )
+        return super().from_pretrained(*args, **kwargs)
 
 
 class FlashVStreamQwen2VLModel(FlashVStreamQwen2VLPreTrainedModel, Qwen2VLModel):
@@ -277,6 +293,10 @@ class FlashVStreamQwen2VLModel(FlashVStreamQwen2VLPreTrainedModel, Qwen2VLModel)
             mm_encoder_outputs["video"] = self.read_memory(video_memory)
         video = mm_encoder_outputs.get("video")
 
+        if position_ids is None and input_ids is None and past_length == 0:
+            # A new prompt given as embeddings: no placeholders, so text positions. Qwen2-VL would shift them by the
+            # `rope_deltas` a previous prompt left (of another batch size, even), so they are dropped first.
+            self.rope_deltas = None
         if position_ids is None and input_ids is not None and past_length == 0:
             position_ids, self.rope_deltas = self.get_rope_index(
                 input_ids,
@@ -304,6 +324,8 @@ class FlashVStreamQwen2VLForConditionalGeneration(FlashVStreamQwen2VLPreTrainedM
     """Flash-VStream v2: answers questions about a video read through its Flash Memory. `generate()` works as for
     Qwen2-VL (greedy, sampling, beam search, streamers): the memory is built once, before prefill, and shared by
     every beam and returned sequence."""
+
+    quantization_skip_modules = ("model.visual", "lm_head")
 
     def __init__(self, config: FlashVStreamQwen2VLConfig):
         # Qwen2VLForConditionalGeneration.__init__ with the Flash Memory model in place of Qwen2VLModel.
