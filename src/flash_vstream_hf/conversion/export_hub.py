@@ -17,10 +17,11 @@ import argparse
 import json
 import shutil
 import sys
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .. import modeling, processing
+from .. import modeling, processing, qwen2vl
 from ..commands.arguments import text
 from ..modeling.transformers_compat import SUPPORTED_TRANSFORMERS
 
@@ -31,6 +32,28 @@ MODEL_AUTO_MAP = {
     "AutoProcessor": "processing_flash_vstream.FlashVStreamProcessor",
 }
 PROCESSOR_AUTO_MAP = {"AutoProcessor": MODEL_AUTO_MAP["AutoProcessor"]}
+QWEN2VL_AUTO_MAP = {
+    "AutoConfig": "configuration_flash_vstream_qwen2vl.FlashVStreamQwen2VLConfig",
+    "AutoModel": "modeling_flash_vstream_qwen2vl.FlashVStreamQwen2VLModel",
+    "AutoModelForImageTextToText": "modeling_flash_vstream_qwen2vl.FlashVStreamQwen2VLForConditionalGeneration",
+    "AutoProcessor": "processing_flash_vstream_qwen2vl.FlashVStreamQwen2VLProcessor",
+}
+
+
+@dataclass(frozen=True)
+class Family:
+    """What export-hub needs to know of a model family: its self-contained packages, `auto_map` and card."""
+
+    packages: tuple
+    auto_map: dict
+    model_card: str
+    endpoint_handler: bool  # handler.py serves it (the v1 streaming memory); v2 has no endpoint handler yet
+
+
+FAMILIES = {
+    "flash_vstream": Family((modeling, processing), MODEL_AUTO_MAP, "MODEL_CARD.md", True),
+    "flash_vstream_qwen2_vl": Family((qwen2vl,), QWEN2VL_AUTO_MAP, "MODEL_CARD_QWEN2VL.md", False),
+}
 # What Inference Endpoints install next to their base image (the handler decodes videos with PyAV). The remote
 # code refuses a transformers release outside the tested range, so the endpoint must install one inside it.
 ENDPOINT_REQUIREMENTS = f"{SUPPORTED_TRANSFORMERS}\naccelerate>=1.0\nav>=12\n"
@@ -47,10 +70,10 @@ UNKNOWN_REPO_ID_NOTE = (
 )
 
 
-def remote_code_files() -> list[Path]:
-    """The self-contained modeling and processing sources (package `__init__` files excluded)."""
+def remote_code_files(model_type: str = "flash_vstream") -> list[Path]:
+    """The self-contained modeling and processing sources of a family (package `__init__` files excluded)."""
     files = []
-    for package in (modeling, processing):
+    for package in FAMILIES[model_type].packages:
         files += sorted(p for p in Path(package.__file__).parent.glob("*.py") if p.name != "__init__.py")
     names = [p.name for p in files]
     if len(set(names)) != len(names):
@@ -97,25 +120,30 @@ def export_hub(folder: str | Path, model_card: str | Path | None = None, repo_id
     for required in ("config.json", "processor_config.json"):
         if not (folder / required).is_file():
             raise FileNotFoundError(f"{folder} has no {required}; export a folder written by `flash-vstream convert`")
-    config = json.loads((folder / "config.json").read_text())
-    if config.get("model_type") != "flash_vstream":
+    model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    if model_type not in FAMILIES:
         raise ValueError(
-            f"{folder}/config.json is not a Flash-VStream config (model_type {config.get('model_type')!r})"
+            f"{folder}/config.json is not a Flash-VStream config (model_type {model_type!r}, expected one of "
+            f"{sorted(FAMILIES)})"
         )
+    family = FAMILIES[model_type]
 
     written = []
-    for source in remote_code_files():
+    for source in remote_code_files(model_type):
         shutil.copyfile(source, folder / source.name)
         written.append(source.name)
-    _update_json(folder / "config.json", MODEL_AUTO_MAP)
-    _update_json(folder / "processor_config.json", PROCESSOR_AUTO_MAP)
+    _update_json(folder / "config.json", family.auto_map)
+    _update_json(folder / "processor_config.json", {"AutoProcessor": family.auto_map["AutoProcessor"]})
     written += ["config.json", "processor_config.json"]
 
-    card = Path(model_card) if model_card is not None else resources.files(__package__) / "MODEL_CARD.md"
+    card = Path(model_card) if model_card is not None else resources.files(__package__) / family.model_card
     (folder / "README.md").write_text(render_model_card(card.read_text(), repo_id))
-    (folder / "handler.py").write_text((resources.files(__package__) / "handler.py").read_text())
-    (folder / "requirements.txt").write_text(ENDPOINT_REQUIREMENTS)
-    return written + ["README.md", "handler.py", "requirements.txt"]
+    written.append("README.md")
+    if family.endpoint_handler:
+        (folder / "handler.py").write_text((resources.files(__package__) / "handler.py").read_text())
+        (folder / "requirements.txt").write_text(ENDPOINT_REQUIREMENTS)
+        written += ["handler.py", "requirements.txt"]
+    return written
 
 
 def _update_json(path: Path, auto_map: dict) -> None:

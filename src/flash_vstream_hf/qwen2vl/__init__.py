@@ -4,6 +4,7 @@ Self-contained (imports only torch, transformers and its own modules) so the fol
 """
 
 from .configuration_flash_vstream_qwen2vl import FlashVStreamQwen2VLConfig, FlashVStreamQwen2VLVisionConfig
+from .memory_flash_vstream_qwen2vl import FlashVStreamQwen2VLMemory
 from .modeling_flash_vstream_qwen2vl import (
     FlashVStreamQwen2VLForConditionalGeneration,
     FlashVStreamQwen2VLModel,
@@ -14,6 +15,7 @@ from .processing_flash_vstream_qwen2vl import FlashVStreamQwen2VLProcessor
 __all__ = [
     "FlashVStreamQwen2VLConfig",
     "FlashVStreamQwen2VLForConditionalGeneration",
+    "FlashVStreamQwen2VLMemory",
     "FlashVStreamQwen2VLModel",
     "FlashVStreamQwen2VLPreTrainedModel",
     "FlashVStreamQwen2VLProcessor",

@@ -26,9 +26,14 @@ DEFAULT_FLASH_MEMORY_CONFIG = {
     "flash_memory_spatial_length": 60,
     # How the DAM is chosen: for each of the S heaviest CSM clusters, the temporal patch nearest its centroid.
     "flash_memory_spatial_method": "klarge_retrieve",
+    # Not the original's: how a *stream* (frames added one at a time, `model.new_memory()`) keeps its memory.
+    # "bounded" (fixed size, whatever the stream's length) or "faithful" (the original's realtime update, which
+    # keeps every frame's features: unbounded). See memory_flash_vstream_qwen2vl.py. Offline videos ignore it.
+    "flash_memory_streaming_mode": "bounded",
 }
 
 TEMPORAL_METHODS = ("kmeans_ordered",)
+STREAMING_MODES = ("bounded", "faithful")
 SPATIAL_METHODS = ("klarge_retrieve",)
 
 
@@ -49,6 +54,11 @@ def check_flash_memory_config(flash_memory_config: dict) -> None:
         raise ValueError(
             "flash_memory_config['flash_memory_temporal_poolsize'] must be 1 or 2, "
             f"got {flash_memory_config['flash_memory_temporal_poolsize']!r}"
+        )
+    if flash_memory_config["flash_memory_streaming_mode"] not in STREAMING_MODES:
+        raise ValueError(
+            f"flash_memory_config['flash_memory_streaming_mode'] must be one of {STREAMING_MODES}, "
+            f"got {flash_memory_config['flash_memory_streaming_mode']!r}"
         )
     if flash_memory_config["flash_memory_temporal_method"] not in TEMPORAL_METHODS:
         raise ValueError(
@@ -76,6 +86,9 @@ class FlashVStreamQwen2VLVisionConfig(Qwen2VLVisionConfig):
             - `flash_memory_temporal_pca_dim` (32): unused by the released method, kept for round trips.
             - `flash_memory_spatial_length` (60): DAM budget in frames, `S = 30` full-resolution temporal patches.
             - `flash_memory_spatial_method` (`"klarge_retrieve"`): the patch nearest each heaviest centroid.
+            - `flash_memory_streaming_mode` (`"bounded"`, not the original's): how a memory built frame by frame
+              (`model.new_memory()`, `StreamingSession`) is kept: `"bounded"` (fixed size) or `"faithful"` (the
+              original's realtime update, unbounded).
     """
 
     model_type = "flash_vstream_qwen2_vl_vision"
@@ -90,6 +103,12 @@ class FlashVStreamQwen2VLVisionConfig(Qwen2VLVisionConfig):
             if kwargs.get(field, getattr(self, field)) != expected:
                 raise ValueError(f"Flash Memory needs {field}={expected}, got {getattr(self, field)!r}")
         super().__post_init__(**kwargs)
+
+    @property
+    def image_size(self) -> int:
+        """Side in pixels of the frames the streaming runtime prepares (448: the original's evaluation frames,
+        `max_pixels = 4 * 224 * 224`); the processor's `min_pixels` / `max_pixels` decide the actual size."""
+        return 448
 
     @property
     def num_csm_clusters(self) -> int:

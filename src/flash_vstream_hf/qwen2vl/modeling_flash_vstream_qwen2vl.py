@@ -28,12 +28,17 @@ from transformers.models.qwen2_vl.modeling_qwen2_vl import (
 
 from .configuration_flash_vstream_qwen2vl import FlashVStreamQwen2VLConfig
 from .flash_memory import (
+    MERGE_SIZE,
+    PATCH_SIZE,
+    TEMPORAL_PATCH_SIZE,
     context_synopsis_memory,
     csm_grid,
     dam_grid,
     detail_augmentation_memory,
     pool_patches_in_pixel_space,
 )
+from .memory_flash_vstream_qwen2vl import FlashVStreamQwen2VLMemory, MemoryLayout
+from .quantization_flash_vstream_qwen2vl import with_default_skip_modules
 from .rope_flash_vstream_qwen2vl import apply_memory_positions, memory_relative_positions, placeholder_rope_index
 
 
@@ -46,14 +51,57 @@ class FlashVStreamQwen2VLVideoOutput(BaseModelOutputWithPooling):
         tokens, what replaces the video's placeholders.
     memory_position_ids (`tuple[torch.LongTensor]`): per video, `[n_tokens, 3]` AM-RoPE (t, h, w) positions of
         those tokens relative to the video's first position.
+    memory_grids (`tuple`, *optional*): per video, the `(DAM, CSM)` patch grids, for the placeholder layout; set
+        when the video was read from a `FlashVStreamQwen2VLMemory` (there is no `video_grid_thw` then).
     """
 
     memory_position_ids: tuple[torch.LongTensor, ...] | None = None
+    memory_grids: tuple | None = None
+
+
+@dataclass(frozen=True)
+class FlashVStreamQwen2VLFrameFeatures:
+    """What `get_frame_features` returns: per frame (one temporal patch each), the ViT features before the merger.
+
+    full: `[B, T, h * w, D]` full-resolution features; low: `[B, T, h' * w', D]` low-resolution (2x2-pooled in
+    pixel space) features; grid: `(h, w)` patch grid of the frames. Indexing `features[:, i:i + 1]` slices the
+    batch and frame axes of both, as on a `[B, T, ...]` tensor.
+    """
+
+    full: torch.Tensor
+    low: torch.Tensor
+    grid: tuple[int, int]
+
+    def __getitem__(self, index) -> FlashVStreamQwen2VLFrameFeatures:
+        index = index if isinstance(index, tuple) else (index,)
+        if len(index) > 2 or any(not isinstance(i, slice) for i in index):
+            raise IndexError("frame features take slices of the batch and frame axes only, e.g. features[:, i:i + 1]")
+        return FlashVStreamQwen2VLFrameFeatures(self.full[index], self.low[index], self.grid)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """`(batch, frames)`."""
+        return tuple(self.full.shape[:2])
 
 
 class FlashVStreamQwen2VLPreTrainedModel(Qwen2VLPreTrainedModel):
     config: FlashVStreamQwen2VLConfig
     config_class = FlashVStreamQwen2VLConfig
+    # One device each (with Qwen2-VL's vision block and decoder layer): the merger turns the memory into tokens.
+    _no_split_modules = ["Qwen2VLVisionBlock", "Qwen2VLDecoderLayer", "PatchMerger"]  # noqa: RUF012
+    # Modules bitsandbytes leaves unquantized unless `llm_int8_skip_modules` is given: the vision tower and its
+    # merger (the Flash Memory clusters their features). Full names from this class's root, matched from the start.
+    quantization_skip_modules: tuple[str, ...] = ("visual",)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`; a bitsandbytes `quantization_config` without `llm_int8_skip_modules`
+        quantizes only the language model (see `quantization_skip_modules`)."""
+        if kwargs.get("quantization_config") is not None:
+            kwargs["quantization_config"] = with_default_skip_modules(
+                kwargs["quantization_config"], cls.quantization_skip_modules
+            )
+        return super().from_pretrained(*args, **kwargs)
 
 
 class FlashVStreamQwen2VLModel(FlashVStreamQwen2VLPreTrainedModel, Qwen2VLModel):
@@ -117,6 +165,56 @@ class FlashVStreamQwen2VLModel(FlashVStreamQwen2VLPreTrainedModel, Qwen2VLModel)
             )
         return FlashVStreamQwen2VLVideoOutput(pooler_output=tuple(tokens), memory_position_ids=tuple(positions))
 
+    # -- streaming: frame features and the memory read-out ---------------------------------------------------
+
+    def get_frame_features(self, pixel_values: torch.Tensor) -> FlashVStreamQwen2VLFrameFeatures:
+        """ViT features (before the merger) of each frame of `pixel_values` `[B, T, 3, H, W]` (preprocessed, `H`
+        and `W` multiples of 56), each frame tiled to one 2-frame temporal patch, at full and low resolution."""
+        if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 5 or pixel_values.shape[2] != 3:
+            shape = tuple(pixel_values.shape) if hasattr(pixel_values, "shape") else type(pixel_values)
+            raise ValueError(f"pixel_values must be a [batch, frames, 3, H, W] tensor, got {shape}")
+        batch, frames, _, height, width = pixel_values.shape
+        vision = self.config.vision_config
+        factor = PATCH_SIZE * MERGE_SIZE * vision.low_resolution_pool
+        if frames < 1 or height % factor or width % factor or not height or not width:
+            raise ValueError(
+                f"pixel_values must hold >= 1 frame of sides multiples of {factor} px, got {tuple(pixel_values.shape)}: "
+                "preprocess frames with the processor (preprocess_frames)"
+            )
+        h, w = height // PATCH_SIZE, width // PATCH_SIZE
+        video = pixel_values.reshape(batch * frames, 3, height, width).repeat_interleave(TEMPORAL_PATCH_SIZE, dim=0)
+        rows = patchify_frames(video.type(self.visual.dtype))  # [B * T * h * w, 3 * 2 * 14 * 14]
+        grid = (batch * frames, h, w)
+        pool = vision.low_resolution_pool
+        if pool > 1:
+            low_rows, low_grid = pool_patches_in_pixel_space(rows, grid, vision.in_channels, pool)
+            vision_input = torch.cat([rows, low_rows])
+            grids = torch.tensor([grid, low_grid], device=rows.device)
+        else:
+            vision_input, grids = rows, torch.tensor([grid], device=rows.device)
+        features = self.visual(vision_input, grid_thw=grids).last_hidden_state  # [rows, D]
+        full = features[: rows.shape[0]].reshape(batch, frames, h * w, -1)
+        low = features[rows.shape[0] :] if pool > 1 else features
+        low = low.reshape(batch, frames, (h // pool) * (w // pool), -1)
+        return FlashVStreamQwen2VLFrameFeatures(full, low, (h, w))
+
+    def read_memory(self, video_memory: FlashVStreamQwen2VLMemory) -> FlashVStreamQwen2VLVideoOutput:
+        """A stream memory as the language model reads it: merged `[DAM | CSM]` tokens with their AM-RoPE
+        positions (the original's offline layout) and the grids of its placeholder layout."""
+        if not isinstance(video_memory, FlashVStreamQwen2VLMemory):
+            raise TypeError(f"video_memory must be a FlashVStreamQwen2VLMemory, got {type(video_memory).__name__}")
+        out = video_memory.read_out()
+        dim = out.csm_features.shape[-1]
+        device, dtype = self.visual.device, self.visual.dtype
+        memory = torch.cat([out.dam_features.reshape(-1, dim), out.csm_features.reshape(-1, dim)])
+        tokens = self.visual.merger(memory.to(device, dtype))  # [n_tokens, text_hidden]
+        positions = memory_relative_positions(
+            out.dam_positions.to(device), out.dam_grid, out.csm_positions.to(device), out.csm_grid
+        )
+        return FlashVStreamQwen2VLVideoOutput(
+            pooler_output=(tokens,), memory_position_ids=(positions,), memory_grids=((out.dam_grid, out.csm_grid),)
+        )
+
     def memory_grids(self, video_grid_thw: torch.LongTensor) -> list[tuple[tuple[int, int, int], tuple[int, int, int]]]:
         """Per video, the `(DAM, CSM)` patch grids its memory has."""
         vision = self.config.vision_config
@@ -135,14 +233,18 @@ class FlashVStreamQwen2VLModel(FlashVStreamQwen2VLPreTrainedModel, Qwen2VLModel)
         image_grid_thw: torch.LongTensor | None = None,
         video_grid_thw: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        memory_grids: list | tuple | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Placeholder-layout position ids `[3, batch, seq]` and `rope_deltas` `[batch, 1]` (the original's
         `get_rope_index`; see `rope_flash_vstream_qwen2vl.py`). The AM-RoPE rewrite of the memory tokens happens
-        in `forward`, once the memory is known."""
+        in `forward`, once the memory is known. `memory_grids` (per video, `(DAM, CSM)` grids) replaces
+        `video_grid_thw` for a video read from a `FlashVStreamQwen2VLMemory`."""
         if image_grid_thw is not None:
             raise ValueError("Flash-VStream-Qwen reads videos only; got image_grid_thw")
         grids = self.memory_grids(video_grid_thw) if video_grid_thw is not None else None
+        if memory_grids is not None:
+            grids = list(memory_grids)
         return placeholder_rope_index(input_ids, self.config.video_token_id, grids, attention_mask)
 
     def forward(
@@ -159,6 +261,7 @@ class FlashVStreamQwen2VLModel(FlashVStreamQwen2VLPreTrainedModel, Qwen2VLModel)
         mm_encoder_outputs: dict | None = None,
         visual_position_ids: torch.LongTensor | None = None,
         memory_generator: torch.Generator | None = None,
+        video_memory: FlashVStreamQwen2VLMemory | None = None,
         **kwargs,
     ):
         r"""
@@ -169,6 +272,8 @@ class FlashVStreamQwen2VLModel(FlashVStreamQwen2VLPreTrainedModel, Qwen2VLModel)
         visual_position_ids (`torch.LongTensor`, *optional*): accepted for the original's processor output and
             ignored: the video tokens are found in `input_ids`.
         memory_generator (`torch.Generator`, *optional*): see `get_video_features`.
+        video_memory (`FlashVStreamQwen2VLMemory`, *optional*): a stream's memory, read in place of
+            `pixel_values_videos` (its tokens fill the one run of video placeholders).
         """
         if pixel_values is not None or image_grid_thw is not None:
             raise ValueError("Flash-VStream-Qwen reads videos only: pass pixel_values_videos, not pixel_values")
@@ -182,11 +287,22 @@ class FlashVStreamQwen2VLModel(FlashVStreamQwen2VLPreTrainedModel, Qwen2VLModel)
             mm_encoder_outputs["video"] = self.get_video_features(
                 pixel_values_videos, video_grid_thw, memory_generator=memory_generator
             )
+        if video_memory is not None:
+            if pixel_values_videos is not None or mm_encoder_outputs.get("video") is not None:
+                raise ValueError("pass either video_memory or pixel_values_videos / mm_encoder_outputs, not both")
+            mm_encoder_outputs["video"] = self.read_memory(video_memory)
         video = mm_encoder_outputs.get("video")
 
+        if position_ids is None and input_ids is None and past_length == 0:
+            # A new prompt given as embeddings: no placeholders, so text positions. Qwen2-VL would shift them by the
+            # `rope_deltas` a previous prompt left (of another batch size, even), so they are dropped first.
+            self.rope_deltas = None
         if position_ids is None and input_ids is not None and past_length == 0:
             position_ids, self.rope_deltas = self.get_rope_index(
-                input_ids, video_grid_thw=video_grid_thw if video is not None else None, attention_mask=attention_mask
+                input_ids,
+                video_grid_thw=video_grid_thw if video is not None else None,
+                attention_mask=attention_mask,
+                memory_grids=getattr(video, "memory_grids", None),
             )
         if video is not None:
             if input_ids is None or position_ids is None:
@@ -209,6 +325,8 @@ class FlashVStreamQwen2VLForConditionalGeneration(FlashVStreamQwen2VLPreTrainedM
     Qwen2-VL (greedy, sampling, beam search, streamers): the memory is built once, before prefill, and shared by
     every beam and returned sequence."""
 
+    quantization_skip_modules = ("model.visual", "lm_head")
+
     def __init__(self, config: FlashVStreamQwen2VLConfig):
         # Qwen2VLForConditionalGeneration.__init__ with the Flash Memory model in place of Qwen2VLModel.
         Qwen2VLPreTrainedModel.__init__(self, config)
@@ -228,9 +346,13 @@ class FlashVStreamQwen2VLForConditionalGeneration(FlashVStreamQwen2VLPreTrainedM
         if past_length and self.model.rope_deltas is not None and video_grid_thw is None:
             return text_positions[None, ...] + self.model.rope_deltas
         input_ids = model_kwargs.get("input_ids", inputs_tensor)
+        video = (model_kwargs.get("mm_encoder_outputs") or {}).get("video")
         if input_ids.ndim == 2 and input_ids.dtype in (torch.int, torch.long):
             rope_positions, rope_deltas = self.model.get_rope_index(
-                input_ids, video_grid_thw=video_grid_thw, attention_mask=model_kwargs.get("attention_mask")
+                input_ids,
+                video_grid_thw=video_grid_thw,
+                attention_mask=model_kwargs.get("attention_mask"),
+                memory_grids=getattr(video, "memory_grids", None),
             )
         else:  # prompt given as inputs_embeds: no placeholders to lay out
             rope_positions = text_positions.unsqueeze(0).expand(3, -1, -1)
@@ -250,6 +372,80 @@ class FlashVStreamQwen2VLForConditionalGeneration(FlashVStreamQwen2VLPreTrainedM
             video.memory_position_ids = shadow["video"].pooler_output
         return mm_encoder_output
 
+    # -- streaming: the seam StreamingSession uses -------------------------------------------------------------
+
+    def new_memory(
+        self, batch_size: int = 1, seed: int | None = None, streaming_mode: str | None = None
+    ) -> FlashVStreamQwen2VLMemory:
+        """An empty stream memory for this model: `streaming_mode` `"bounded"` (fixed size) or `"faithful"` (the
+        original's realtime update, unbounded), by default `flash_memory_config["flash_memory_streaming_mode"]`;
+        its k-means generator seeded with `seed` (default 0). One stream per memory (`batch_size` must be 1)."""
+        if batch_size != 1:
+            raise ValueError(f"a Flash-VStream-Qwen memory holds one stream: batch_size must be 1, got {batch_size}")
+        return FlashVStreamQwen2VLMemory(self.memory_layout(seed=seed, streaming_mode=streaming_mode))
+
+    def memory_layout(self, seed: int | None = None, streaming_mode: str | None = None) -> MemoryLayout:
+        vision = self.config.vision_config
+        return MemoryLayout(
+            streaming_mode=streaming_mode or vision.flash_memory_config["flash_memory_streaming_mode"],
+            num_clusters=vision.num_csm_clusters,
+            num_patches=vision.num_dam_patches,
+            pool=vision.low_resolution_pool,
+            seed=0 if seed is None else seed,
+        )
+
+    def check_memory(self, video_memory: FlashVStreamQwen2VLMemory) -> None:
+        """Raise a `ValueError` if `video_memory` was built for another memory layout (its seed and mode may
+        differ: both are choices of the memory, not of the model)."""
+        if not isinstance(video_memory, FlashVStreamQwen2VLMemory):
+            raise TypeError(f"video_memory must be a FlashVStreamQwen2VLMemory, got {type(video_memory).__name__}")
+        differences = video_memory.layout.differences(self.memory_layout(), ignore=("seed", "streaming_mode"))
+        if differences:
+            raise ValueError(
+                "video_memory was built for another model config (memory != model): " + "; ".join(differences)
+            )
+
+    def get_frame_features(self, pixel_values: torch.Tensor) -> FlashVStreamQwen2VLFrameFeatures:
+        """See `FlashVStreamQwen2VLModel.get_frame_features`."""
+        return self.model.get_frame_features(pixel_values)
+
+    @torch.no_grad()
+    def update_memory_from_features(
+        self, frame_features: FlashVStreamQwen2VLFrameFeatures, video_memory: FlashVStreamQwen2VLMemory | None = None
+    ) -> FlashVStreamQwen2VLMemory:
+        """Add the frames of `frame_features` (from `get_frame_features`, batch 1) to `video_memory` one by one
+        (a new memory when `None`); the memory is updated in place (snapshots are unaffected) and returned."""
+        if not isinstance(frame_features, FlashVStreamQwen2VLFrameFeatures):
+            raise TypeError(f"frame_features must come from get_frame_features, got {type(frame_features).__name__}")
+        if frame_features.full.shape[0] != 1:
+            raise ValueError(f"a memory holds one stream: frame features must have batch 1, got {frame_features.shape}")
+        video_memory = self.new_memory() if video_memory is None else video_memory
+        self.check_memory(video_memory)
+        for index in range(frame_features.full.shape[1]):
+            video_memory.add_frame(frame_features.full[0, index], frame_features.low[0, index], frame_features.grid)
+        return video_memory
+
+    @torch.no_grad()
+    def update_memory(
+        self, pixel_values: torch.Tensor, video_memory: FlashVStreamQwen2VLMemory | None = None
+    ) -> FlashVStreamQwen2VLMemory:
+        """Encode preprocessed frames `[1, T, 3, H, W]` and add them to `video_memory` (a new one when `None`)."""
+        return self.update_memory_from_features(self.get_frame_features(pixel_values), video_memory)
+
+    def generate(self, *args, video_memory: FlashVStreamQwen2VLMemory | None = None, **kwargs):
+        """`GenerationMixin.generate`; with `video_memory`, the memory's tokens fill the prompt's video
+        placeholders (build it with `processor(text=..., num_video_tokens=video_memory.get_seq_length())`)."""
+        if video_memory is not None:
+            if kwargs.get("pixel_values_videos") is not None:
+                raise ValueError("pass either video_memory or pixel_values_videos, not both")
+            self.check_memory(video_memory)
+            outputs = dict(kwargs.pop("mm_encoder_outputs", None) or {})
+            if outputs.get("video") is not None:
+                raise ValueError("pass either video_memory or mm_encoder_outputs['video'], not both")
+            outputs["video"] = self.model.read_memory(video_memory)
+            kwargs["mm_encoder_outputs"] = outputs
+        return super().generate(*args, **kwargs)
+
     def save_pretrained(self, save_directory, *args, save_original_format: bool = False, **kwargs):
         """As `PreTrainedModel.save_pretrained`, writing the transformers 5 layout (`model.language_model.*`,
         `model.visual.*`) by default: transformers would otherwise revert to the 4.45 names it loaded from."""
@@ -264,8 +460,18 @@ for _ours, _theirs in (
     register_checkpoint_conversion_mapping(_ours, get_checkpoint_conversion_mapping(_theirs), overwrite=True)
 
 
+def patchify_frames(video: torch.Tensor) -> torch.Tensor:
+    """Qwen2-VL patch rows `[t * h * w, C * 2 * 14 * 14]` (merge order) of frames `[2t, C, H, W]`."""
+    frames, channels, height, width = video.shape
+    t, h, w = frames // TEMPORAL_PATCH_SIZE, height // PATCH_SIZE, width // PATCH_SIZE
+    p, m = PATCH_SIZE, MERGE_SIZE
+    x = video.reshape(t, TEMPORAL_PATCH_SIZE, channels, h // m, m, p, w // m, m, p)
+    return x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8).reshape(t * h * w, channels * TEMPORAL_PATCH_SIZE * p * p)
+
+
 __all__ = [
     "FlashVStreamQwen2VLForConditionalGeneration",
+    "FlashVStreamQwen2VLFrameFeatures",
     "FlashVStreamQwen2VLModel",
     "FlashVStreamQwen2VLPreTrainedModel",
 ]

@@ -87,16 +87,66 @@ class FlashVStreamQwen2VLProcessor(Qwen2VLProcessor):
             video = torch.cat([video, video[-1:].expand(TEMPORAL_PATCH_SIZE - video.shape[0] % 2, -1, -1, -1)])
         return _patchify(video), torch.tensor([video.shape[0] // 2, resized_height // 14, resized_width // 14])
 
-    def __call__(self, text=None, videos=None, images=None, return_tensors="pt", **kwargs) -> BatchFeature:
+    def preprocess_frames(self, frames, return_tensors: str = "pt") -> torch.Tensor:
+        """Stream frames -> `[T, 3, H, W]` float pixels, resized to multiples of 56 px and normalised, what
+        `model.get_frame_features(pixels[None])` takes (each frame becomes one temporal patch there, tiled to 2
+        frames as the original's streaming path does). The size comes from the first frame (`smart_resize` within
+        `min_pixels` / `max_pixels`); every frame of a call is resized to it.
+
+        frames: `[H, W, 3]` uint8 arrays or PIL images (or a `[T, H, W, 3]` array).
+        """
+        if return_tensors != "pt":
+            raise ValueError(
+                f"preprocess_frames returns torch tensors: return_tensors must be 'pt', got {return_tensors!r}"
+            )
+        frames = [np.asarray(frame) for frame in frames]
+        if not frames:
+            raise ValueError("preprocess_frames needs at least one frame, got 0")
+        resized_height, resized_width = self._target_size(*frames[0].shape[:2])
+        area = resized_height * resized_width
+        processed = self.image_processor(
+            images=frames, size={"shortest_edge": area, "longest_edge": area}, do_resize=True, return_tensors="pt"
+        )
+        return _frames_from_image_rows(processed, len(frames), resized_height, resized_width)
+
+    def _target_size(self, height: int, width: int) -> tuple[int, int]:
+        processor = self.image_processor
+        size = getattr(processor, "size", None) or {}
+        min_pixels = size.get("shortest_edge", getattr(processor, "min_pixels", 56 * 56))
+        max_pixels = size.get("longest_edge", getattr(processor, "max_pixels", 28 * 28 * 1280))
+        return smart_resize(height, width, factor=self.resize_factor, min_pixels=min_pixels, max_pixels=max_pixels)
+
+    def __call__(
+        self, text=None, videos=None, images=None, return_tensors="pt", num_video_tokens: int | None = None, **kwargs
+    ) -> BatchFeature:
         """Tokenize `text` (a string or a list) with each `<|video_pad|>` expanded to its video's memory tokens.
 
         videos: one video or a list of videos (see `preprocess_video`), in the order of their `<|video_pad|>`.
+        num_video_tokens: instead of videos, the token count of a memory that already exists
+            (`memory.get_seq_length()`): each prompt's one `<|video_pad|>` becomes that many placeholders.
         Returns `input_ids`, `attention_mask` and, with videos, `pixel_values_videos` and `video_grid_thw`.
         """
         if images is not None:
             raise ValueError("Flash-VStream-Qwen reads videos only; got images")
         texts = [text] if isinstance(text, str) else list(text or [""])
         data = {}
+        if num_video_tokens is not None:
+            if videos is not None:
+                raise ValueError("pass either videos or num_video_tokens, not both")
+            if not isinstance(num_video_tokens, int) or isinstance(num_video_tokens, bool) or num_video_tokens < 1:
+                raise ValueError(f"num_video_tokens must be an int >= 1, got {num_video_tokens!r}")
+            for index, sample in enumerate(texts):
+                if sample.count(self.video_token) != 1:
+                    raise ValueError(
+                        f"with num_video_tokens, each prompt holds one {self.video_token}; prompt {index} holds "
+                        f"{sample.count(self.video_token)}"
+                    )
+            texts = [
+                sample.replace(self.video_token, "<|placeholder|>" * num_video_tokens).replace(
+                    "<|placeholder|>", self.video_token
+                )
+                for sample in texts
+            ]
         if videos is not None:
             if _is_one_video(videos):
                 videos = [videos]
