@@ -1,11 +1,10 @@
 """A real Ray cluster for the cluster tests: one local node, or a two-node `ray.cluster_utils.Cluster` on
-127.0.0.1 (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`), with the stream runtime started on it; everything Ray started
-is shut down by its handle at the end."""
+127.0.0.1 (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, which conftest.py sets before Ray is imported), with the stream
+runtime started on it; everything Ray started is shut down by its handle at the end."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import time
 
@@ -28,7 +27,6 @@ def free_port() -> int:
 def two_node_cluster():
     """`(cluster, worker_node)`: a head with one CPU and a worker with one, each with one `stream_host` slot; the
     head also holds the `control` resource that pins the registry and the gateway to it."""
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray
     from ray.cluster_utils import Cluster
 

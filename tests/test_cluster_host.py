@@ -140,8 +140,8 @@ def test_pushed_frames_are_checked_and_a_full_queue_says_push_later(tmp_path, vi
     with pytest.raises(ApiError) as full:
         host.push_frames("p", [(20.0 + i, good[0][1]) for i in range(5)])
     assert full.value.status == 429 and full.value.retry_after
+    host.open_stream({"stream_id": "f", "kind": "file", "source": "short.mp4"})
     with pytest.raises(ApiError) as not_push:
-        host.open_stream({"stream_id": "f", "kind": "file", "source": "short.mp4"})
         host.push_frames("f", good)
     assert not_push.value.status == 409
 

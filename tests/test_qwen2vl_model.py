@@ -14,39 +14,13 @@ from flash_vstream_hf.qwen2vl.rope_flash_vstream_qwen2vl import (
     memory_relative_positions,
     placeholder_rope_index,
 )
+from flash_vstream_hf.tiny.qwen2vl import END, START, VIDEO, tiny_qwen2vl_config
 
-VIDEO, START, END = 100, 101, 102
 K, S = 3, 2  # CSM clusters, DAM patches
 
 
 def tiny_config(**overrides) -> FlashVStreamQwen2VLConfig:
-    fields = {
-        "vision_config": {
-            "depth": 1,
-            "embed_dim": 32,
-            "hidden_size": 64,
-            "num_heads": 2,
-            "flash_memory_config": {"flash_memory_temporal_length": 2 * K, "flash_memory_spatial_length": 2 * S},
-        },
-        "text_config": {
-            "hidden_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "intermediate_size": 128,
-            "vocab_size": 120,
-            "rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e4},
-            "bos_token_id": 1,
-            "eos_token_id": 2,
-            "pad_token_id": 0,
-        },
-        "video_token_id": VIDEO,
-        "vision_start_token_id": START,
-        "vision_end_token_id": END,
-        "image_token_id": 103,
-    }
-    fields.update(overrides)
-    return FlashVStreamQwen2VLConfig(**fields)
+    return tiny_qwen2vl_config(K, S, **overrides)
 
 
 @pytest.fixture(scope="module")

@@ -20,42 +20,17 @@ import time
 
 import torch
 
-from ..qwen2vl.configuration_flash_vstream_qwen2vl import FlashVStreamQwen2VLConfig
 from ..qwen2vl.modeling_flash_vstream_qwen2vl import (
     FlashVStreamQwen2VLForConditionalGeneration,
     FlashVStreamQwen2VLFrameFeatures,
 )
+from ..tiny.qwen2vl import END, START, VIDEO, tiny_qwen2vl_config
 
-VIDEO, START, END = 100, 101, 102
 K, S = 6, 3
 
 
 def tiny_model(seed: int = 0) -> FlashVStreamQwen2VLForConditionalGeneration:
-    config = FlashVStreamQwen2VLConfig(
-        vision_config={
-            "depth": 1,
-            "embed_dim": 32,
-            "hidden_size": 64,
-            "num_heads": 2,
-            "flash_memory_config": {"flash_memory_temporal_length": 2 * K, "flash_memory_spatial_length": 2 * S},
-        },
-        text_config={
-            "hidden_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "intermediate_size": 128,
-            "vocab_size": 120,
-            "rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e4},
-            "bos_token_id": 1,
-            "eos_token_id": 2,
-            "pad_token_id": 0,
-        },
-        video_token_id=VIDEO,
-        vision_start_token_id=START,
-        vision_end_token_id=END,
-        image_token_id=103,
-    )
+    config = tiny_qwen2vl_config(K, S)
     torch.manual_seed(seed)
     return FlashVStreamQwen2VLForConditionalGeneration(config).eval()
 

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..conversion.handler import MAX_FPS, MAX_NEW_TOKENS, MAX_QUESTION_CHARS
+from .streams import STREAM_ID
 
 MAX_PUSHED_FRAMES = 64  # frames in one push request
 MAX_SPEED = 1000.0
@@ -21,7 +22,7 @@ class CreateStream(Strict):
     """`source`: a path under the operator's media root, or a URL; none for a push-mode stream."""
 
     source: str | None = Field(None, min_length=1, max_length=2048)
-    stream_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    stream_id: str | None = Field(None, pattern=STREAM_ID.pattern)
     fps: float = Field(1.0, gt=0, le=MAX_FPS)
     speed: float | None = Field(None, gt=0, le=MAX_SPEED, description="play a file as if live, at this speed")
     memory_seed: int | None = Field(None, ge=0, lt=2**63)
@@ -71,7 +72,7 @@ class ChatCompletion(BaseModel):
     model_config = ConfigDict(extra="ignore")  # OpenAI options this server does not use (user, seed, ...)
     model: str = Field(..., max_length=256)
     messages: list[ChatMessage] = Field(..., min_length=1, max_length=MAX_MESSAGES)
-    stream_id: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    stream_id: str = Field(..., pattern=STREAM_ID.pattern)
     stream: bool = False
     max_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)

@@ -1,26 +1,22 @@
-"""Pushed frames: base64 images with timestamps, decoded with the endpoint handler's limits."""
+"""Pushed frames: base64 images with timestamps, decoded with the endpoint handler's rules and limits."""
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from ..conversion.handler import IMAGE_FORMATS, MAX_FRAME_PIXELS
+from ..conversion.handler import PayloadError, decode_image
 from .errors import ApiError
 
 
 def decode_frame(data: bytes, field: str) -> np.ndarray:
-    """`[H, W, 3]` uint8 of a PNG/JPEG/WEBP/BMP image; an `ApiError` naming `field` for anything else."""
+    """`[H, W, 3]` uint8 of a PNG/JPEG/WEBP/BMP image (the handler's formats and pixel limit); an `ApiError`
+    naming `field` for anything else."""
     try:
-        image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
-        if image.width * image.height > MAX_FRAME_PIXELS:
-            raise ApiError(413, field, f"is {image.width}x{image.height}; at most {MAX_FRAME_PIXELS:,} pixels")
-        return np.asarray(image.convert("RGB"))
-    except (Image.DecompressionBombError, UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise ApiError(400, field, f"is not a {', '.join(IMAGE_FORMATS)} image ({error})") from error
+        return np.asarray(decode_image(data, field))
+    except PayloadError as error:
+        raise ApiError(error.status, error.field, str(error).removeprefix(f"{error.field}: ")) from error
 
 
 def check_timestamps(timestamps: list[float], after: float | None) -> None:

@@ -243,8 +243,6 @@ class RayCluster:
 
         try:
             return await asyncio.wait_for(ref, self.timeout)
-        except ApiError:
-            raise
         except (errors.RayActorError, errors.ActorUnavailableError, asyncio.TimeoutError) as error:
             raise ApiError(503, None, f"the owner is unavailable ({type(error).__name__}); it is being replaced",
                            RETRY_AFTER) from error  # fmt: skip

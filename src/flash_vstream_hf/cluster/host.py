@@ -18,7 +18,7 @@ import uuid
 from ..streaming import StreamingSession
 from ..streaming.answering import NoFramesError
 from ..streaming.batched_answers import AnswerBatcher
-from .checkpoints import memory_from_bytes, memory_to_bytes, read_checkpoint
+from .checkpoints import StreamCheckpointer, memory_from_bytes, memory_to_bytes, read_checkpoint
 from .errors import ApiError, unknown_stream
 from .frames import check_timestamps, decode_frame
 from .hosted_stream import HostedStream
@@ -85,8 +85,6 @@ class StreamHost:
         return self.status(spec.stream_id)
 
     def _open(self, spec: StreamSpec, resume: bool, gap: float) -> HostedStream:
-        from .checkpoints import StreamCheckpointer
-
         model, processor = self.served.model, self.served.processor
         checkpoint = read_checkpoint(self.store, spec.stream_id) if resume else None
         if checkpoint is not None:

@@ -148,20 +148,9 @@ def settings_of(args: argparse.Namespace) -> dict:
 
 def check_settings(output: Path, settings: dict) -> str | None:
     """Record the settings in `output/run.json`, or name the ones that differ from those recorded."""
-    path = output / "run.json"
-    if path.exists():
-        try:
-            recorded = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            recorded = None
-        if isinstance(recorded, dict):
-            differing = [key for key in SETTINGS_KEYS if recorded.get(key) != settings.get(key)]
-            return (
-                ", ".join(f"{key}: {recorded.get(key)!r} then, {settings.get(key)!r} now" for key in differing) or None
-            )
-    output.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
-    return None
+    from ..evaluation.run_settings import check_recorded_settings
+
+    return check_recorded_settings(output / "run.json", settings, SETTINGS_KEYS)
 
 
 def make_judge(args: argparse.Namespace):

@@ -168,7 +168,7 @@ class EndpointHandler:
         """`(timestamp, [H, W, 3] uint8 array or PIL image)` in time order, decoded one at a time."""
         if request.frames is not None:
             yield (
-                (i / request.fps, _decode_image(data, f"inputs.frames[{i}]")) for i, data in enumerate(request.frames)
+                (i / request.fps, decode_image(data, f"inputs.frames[{i}]")) for i, data in enumerate(request.frames)
             )
             return
         with tempfile.TemporaryDirectory() as tmp:
@@ -426,7 +426,7 @@ def _open_image(data: bytes, field: str) -> Image.Image:
     return image
 
 
-def _decode_image(data: bytes, field: str) -> Image.Image:
+def decode_image(data: bytes, field: str) -> Image.Image:
     """The RGB pixels of an image whose header `_parse_frames` checked."""
     image = _open_image(data, field)
     try:

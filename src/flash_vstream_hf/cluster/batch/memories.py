@@ -17,6 +17,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ...evaluation.run_settings import check_recorded_settings
+
 MEMORY_SUFFIX = ".safetensors"
 SETTINGS_FILE = "index-run.json"
 ERRORS_FILE = "index-errors.json"
@@ -130,20 +132,7 @@ def complete_memory_file(path: str | os.PathLike) -> int | None:
 def check_settings(folder: Path, settings: dict) -> str | None:
     """Record `settings` in `folder/index-run.json`, or name those that differ from the ones recorded there (the
     memories in it were built with those: mixing would make a folder of incomparable memories)."""
-    path = folder / SETTINGS_FILE
-    if path.exists():
-        try:
-            recorded = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            recorded = None
-        if isinstance(recorded, dict):
-            differing = [key for key in SETTINGS_KEYS if recorded.get(key) != settings.get(key)]
-            if differing:
-                return ", ".join(f"{key}: {recorded.get(key)!r} then, {settings.get(key)!r} now" for key in differing)
-            return None
-    folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
-    return None
+    return check_recorded_settings(folder / SETTINGS_FILE, settings, SETTINGS_KEYS)
 
 
 def write_errors(folder: Path, failed: list[BuildResult]) -> Path | None:
