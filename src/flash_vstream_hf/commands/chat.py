@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..modeling import FlashVStreamMemory
+    from ..families import memory_class
     from ..streaming import StreamingSession
 
     if not _stdin_is_open():
@@ -35,7 +35,11 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     model, processor = load_model(args)
-    memory = FlashVStreamMemory.load(args.resume, device=model.device) if args.resume else None
+    try:
+        memory = memory_class(model).load(args.resume, device=model.device) if args.resume else None
+    except (OSError, ValueError) as error:  # missing, damaged, or another model's memory file
+        print(f"error: --resume {args.resume}: {error}", file=sys.stderr)
+        return 1
     session = StreamingSession(
         model, processor, memory=memory, generation_kwargs={"max_new_tokens": args.max_new_tokens}
     )

@@ -13,10 +13,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..families import FAMILIES
 from .arguments import FPS, real, text
 
 TINY = "tiny"
-MODEL_TYPE = "flash_vstream"
 SAFETENSORS_SINGLE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 OTHER_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")  # transformers reads them; not checked here
@@ -126,10 +126,11 @@ def check_model_folder(folder: str | os.PathLike) -> None:
     for path in sorted(folder.glob("*.json")):
         _read_json(path)
     model_type = _read_json(folder / "config.json").get("model_type")
-    if model_type != MODEL_TYPE:
+    if model_type not in FAMILIES:
         raise ModelLoadError(
-            f"{folder / 'config.json'} is a {model_type!r} config, not {MODEL_TYPE!r}; an original Flash-VStream "
-            "checkpoint (model_type 'vstream') must be converted first: flash-vstream convert --input ... --output ..."
+            f"{folder / 'config.json'} is a {model_type!r} config, not one of {', '.join(map(repr, FAMILIES))}; an "
+            "original Flash-VStream checkpoint (model_type 'vstream') must be converted first: flash-vstream convert "
+            "--input ... --output ..."
         )
     for path in _weight_files(folder):
         _check_safetensors(path)
