@@ -48,11 +48,15 @@ class Family:
     auto_map: dict
     model_card: str
     endpoint_handler: bool  # handler.py serves it (the v1 streaming memory); v2 has no endpoint handler yet
+    extra_files: tuple = ()  # single modules of other packages its remote code imports
 
 
 FAMILIES = {
     "flash_vstream": Family((modeling, processing), MODEL_AUTO_MAP, "MODEL_CARD.md", True),
-    "flash_vstream_qwen2_vl": Family((qwen2vl,), QWEN2VL_AUTO_MAP, "MODEL_CARD_QWEN2VL.md", False),
+    "flash_vstream_qwen2_vl": Family(
+        (qwen2vl,), QWEN2VL_AUTO_MAP, "MODEL_CARD_QWEN2VL.md", False,
+        extra_files=(Path(modeling.__file__).parent / "transformers_compat.py",),  # the release check
+    ),  # fmt: skip
 }
 # What Inference Endpoints install next to their base image (the handler decodes videos with PyAV). The remote
 # code refuses a transformers release outside the tested range, so the endpoint must install one inside it.
@@ -75,6 +79,7 @@ def remote_code_files(model_type: str = "flash_vstream") -> list[Path]:
     files = []
     for package in FAMILIES[model_type].packages:
         files += sorted(p for p in Path(package.__file__).parent.glob("*.py") if p.name != "__init__.py")
+    files += FAMILIES[model_type].extra_files
     names = [p.name for p in files]
     if len(set(names)) != len(names):
         raise RuntimeError(f"remote-code files must have distinct names to be copied flat, got {names}")

@@ -10,6 +10,14 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLConfig, Qwen2VLVisionConfig
 
+try:  # in the package
+    from flash_vstream_hf.modeling.transformers_compat import check_transformers_version
+except ImportError:  # exported remote code: export-hub ships the same module beside this one
+    from .transformers_compat import check_transformers_version
+
+# Remote code has no compatibility guarantee across transformers releases: refuse an untested one up front.
+check_transformers_version()
+
 # The original's defaults, with the original's key names.
 DEFAULT_FLASH_MEMORY_CONFIG = {
     # Token budget of the Context Synopsis Memory (CSM), counted in frames: K = temporal_length // 2 clusters of
