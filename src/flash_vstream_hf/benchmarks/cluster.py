@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..commands.arguments import POSITIVE, real
+from .report import markdown_table
 
 SECTIONS = ("capacity", "throughput", "recovery", "bytes")
 SUSTAINED_SHARE = 0.98  # of the offered frames ingested during the window
@@ -76,7 +77,7 @@ def running_cluster(args, media: Path, hosts: int, checkpoint_every: int, stream
         runtime = start_cluster(settings)
         try:
             with httpx.Client(base_url=runtime.url, timeout=300) as client:
-                yield runtime, client, store
+                yield runtime, client
         finally:
             runtime.stop()
 
@@ -158,7 +159,7 @@ def capacity_trial(runtime, client, streams: int, window: float) -> dict:
 
 def measure_capacity(args, media: Path, log) -> dict:
     """The capacity trials on one host (a cluster of one, room for `--max-streams` streams)."""
-    with running_cluster(args, media, 1, 20, args.max_streams) as (runtime, client, _):
+    with running_cluster(args, media, 1, 20, args.max_streams) as (runtime, client):
         return search_capacity(lambda n: capacity_trial(runtime, client, n, args.window), args.start_streams,
                                args.max_streams, log)  # fmt: skip
 
@@ -193,17 +194,18 @@ def measure_throughput(args, media: Path, log) -> list[dict]:
     rows = []
     for hosts in (1, 2):
         log(f"throughput: {args.streams} streams on {hosts} host(s) ...")
-        with running_cluster(args, media, hosts, 20, args.streams) as (runtime, client, _):
+        with running_cluster(args, media, hosts, 20, args.streams) as (runtime, client):
             ids = [f"fast-{index}" for index in range(args.streams)]
             _open_streams(client, [{"source": FAST_FILE, "stream_id": sid, "fps": 1.0} for sid in ids])
             _wait(lambda: len(f := _frames_by_stream(runtime)) == len(ids) and min(f.values()) >= 20, 120, "frames")
             began, before = time.monotonic(), sum(_frames_by_stream(runtime).values())
             time.sleep(args.seconds)
             elapsed, after = time.monotonic() - began, sum(_frames_by_stream(runtime).values())
-            finished = [sid for sid in ids if client.get(f"/v1/streams/{sid}").json()["stream_state"] != "running"]
+            states = [client.get(f"/v1/streams/{sid}").json() for sid in ids]
+            finished = [state["stream_id"] for state in states if state["stream_state"] != "running"]
             if finished:
                 raise RuntimeError(f"{finished} ended inside the window: make {FAST_FILE} longer")
-            placement = [client.get(f"/v1/streams/{sid}").json()["host"] for sid in ids]
+            placement = [state["host"] for state in states]
             _close_streams(client, ids)
         rows.append({"hosts": hosts, "streams": args.streams, "seconds": elapsed,
                      "frames_per_s": (after - before) / elapsed, "streams_per_host": _per_host(placement)})  # fmt: skip
@@ -223,7 +225,7 @@ def measure_recovery(args, media: Path, log) -> list[dict]:
     chance, rows = random.Random(0), []
     for k in args.ks:
         log(f"recovery: K = {k}, {args.kills} kills ...")
-        with running_cluster(args, media, 1, k, 2) as (runtime, client, _):
+        with running_cluster(args, media, 1, k, 2) as (runtime, client):
             _open_streams(client, [{"source": LIVE_FILE, "stream_id": "kill", "speed": RECOVERY_SPEED}])
             kills = []
             for _ in range(args.kills):
@@ -305,38 +307,32 @@ def write_media(folder: Path, args) -> None:
 
 
 def tables(results: dict) -> str:
-    lines = []
+    parts = []
     if "capacity" in results:
         capacity = results["capacity"]
-        lines += ["| streams at 1 fps | offered frames/s | ingested frames/s | ingested share | max backlog "
-                  "| sustained |", "|---:|---:|---:|---:|---:|:---:|"]  # fmt: skip
-        for row in capacity["trials"]:
-            lines.append(f"| {row['streams']} | {row['offered_fps']:.1f} | {row['ingested_fps']:.1f} | "
-                         f"{row['share']:.1%} | {row['max_backlog']} | {'yes' if row['sustained'] else 'no'} |")
+        rows = [[r["streams"], f"{r['offered_fps']:.1f}", f"{r['ingested_fps']:.1f}", f"{r['share']:.1%}",
+                 r["max_backlog"], "yes" if r["sustained"] else "no"] for r in capacity["trials"]]  # fmt: skip
+        headers = ["streams at 1 fps", "offered frames/s", "ingested frames/s", "ingested share", "max backlog",
+                   "sustained"]  # fmt: skip
         more = " (the largest count tried)" if capacity["limited_by_trials"] else ""
-        lines += [f"\nOne host sustains {capacity['sustained']} streams at 1 fps{more}.", ""]
+        parts += [markdown_table(headers, rows, text_columns=0),
+                  f"One host sustains {capacity['sustained']} streams at 1 fps{more}."]  # fmt: skip
     if "throughput" in results:
-        lines += ["| hosts | streams | streams per host | frames/s | speed-up |", "|---:|---:|---|---:|---:|"]
-        for row in results["throughput"]:
-            speedup = f"{row['speedup']:.2f}x" if "speedup" in row else ""
-            lines.append(f"| {row['hosts']} | {row['streams']} | {row['streams_per_host']} | "
-                         f"{row['frames_per_s']:.0f} | {speedup} |")
-        lines.append("")
+        rows = [[r["hosts"], r["streams"], r["streams_per_host"], f"{r['frames_per_s']:.0f}",
+                 f"{r['speedup']:.2f}x" if "speedup" in r else None] for r in results["throughput"]]  # fmt: skip
+        parts.append(markdown_table(["hosts", "streams", "streams per host", "frames/s", "speed-up"], rows, 0))
     if "recovery" in results:
-        lines += ["| K | kills | recovery s (median / max) | frames not checkpointed (mean / max) |",
-                  "|---:|---:|---:|---:|"]  # fmt: skip
-        for row in results["recovery"]:
-            lines.append(f"| {row['k']} | {len(row['kills'])} | {row['median_seconds']:.1f} / {row['max_seconds']:.1f}"
-                         f" | {row['mean_not_checkpointed']:.1f} / {row['max_not_checkpointed']} |")
-        lines.append("")
+        rows = [[r["k"], len(r["kills"]), f"{r['median_seconds']:.1f} / {r['max_seconds']:.1f}",
+                 f"{r['mean_not_checkpointed']:.1f} / {r['max_not_checkpointed']}"] for r in results["recovery"]]
+        headers = ["K", "kills", "recovery s (median / max)", "frames not checkpointed (mean / max)"]
+        parts.append(markdown_table(headers, rows, text_columns=0))
     if "bytes" in results:
-        lines += ["| model | memory tokens | memory file, empty | after a long stream | checkpoint.json |",
-                  "|---|---:|---:|---:|---:|"]  # fmt: skip
-        for row in results["bytes"]:
-            full = "(fixed-size)" if row["bytes"] is None else f"{row['bytes']:,} B ({row['frames']} frames)"
-            lines.append(f"| {row['model']} | {row['memory_tokens']} | {row['empty_bytes']:,} B | {full} | "
-                         f"{row['checkpoint_json']} B |")
-    return "\n".join(lines)
+        rows = [[r["model"], r["memory_tokens"], f"{r['empty_bytes']:,} B",
+                 "(fixed-size)" if r["bytes"] is None else f"{r['bytes']:,} B ({r['frames']} frames)",
+                 f"{r['checkpoint_json']} B"] for r in results["bytes"]]  # fmt: skip
+        headers = ["model", "memory tokens", "memory file, empty", "after a long stream", "checkpoint.json"]
+        parts.append(markdown_table(headers, rows))
+    return "\n\n".join(parts)
 
 
 def run(args: argparse.Namespace, log=print) -> dict:

@@ -34,6 +34,7 @@ from ..qwen2vl.modeling_flash_vstream_qwen2vl import (
     FlashVStreamQwen2VLFrameFeatures,
 )
 from ..tiny.qwen2vl import END, START, VIDEO, tiny_qwen2vl_config
+from .report import markdown_table
 
 K, S = 6, 3
 BUILD_CHUNK = 500  # frames per update call while a memory is streamed to the next length
@@ -244,12 +245,9 @@ def mode_agreement(model, lengths=(40, 80, 120, 160, 200), seeds=(0, 1), new_tok
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | frames | memory tokens | memory bytes | ms / frame (update) | TTFT ms |",
-             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
-    for row in rows:
-        lines.append(f"| {row['model']} | {row['frames']:,} | {row['tokens']} | {row['bytes']:,} | "
-                     f"{row['ms_per_frame']:.2f} | {row['ttft_ms']:.1f} |")
-    return "\n".join(lines)
+    headers = ["model", "frames", "memory tokens", "memory bytes", "ms / frame (update)", "TTFT ms"]
+    return markdown_table(headers, [[r["model"], f"{r['frames']:,}", r["tokens"], f"{r['bytes']:,}",
+                                     f"{r['ms_per_frame']:.2f}", f"{r['ttft_ms']:.1f}"] for r in rows])  # fmt: skip
 
 
 def main(argv=None) -> None:
