@@ -71,13 +71,15 @@ def exported(tmp_path_factory):
     return root, written, model, processor
 
 
-def test_the_folder_gets_the_v2_remote_code_auto_map_and_card_and_no_v1_files(exported):
+def test_the_folder_gets_the_v2_remote_code_auto_map_card_and_handler_and_no_v1_model_code(exported):
     root, written, _, _ = exported
     folder = root / "repo"
     names = {p.name for p in remote_code_files("flash_vstream_qwen2_vl")}
     assert "modeling_flash_vstream_qwen2vl.py" in names and "flash_memory.py" in names
     assert names <= set(written) and all((folder / name).is_file() for name in names)
-    assert not (folder / "modeling_flash_vstream.py").exists() and not (folder / "handler.py").exists()
+    assert not (folder / "modeling_flash_vstream.py").exists() and not (folder / "processing_flash_vstream.py").exists()
+    # the endpoint handler and what it and the release check need of v1's packages, and nothing else of them
+    assert {"handler.py", "requirements.txt", "video_io.py", "demuxers.py", "transformers_compat.py"} <= set(written)
     assert json.loads((folder / "config.json").read_text())["auto_map"] == QWEN2VL_AUTO_MAP
     processor_map = json.loads((folder / "processor_config.json").read_text())["auto_map"]
     assert processor_map == {"AutoProcessor": QWEN2VL_AUTO_MAP["AutoProcessor"]}

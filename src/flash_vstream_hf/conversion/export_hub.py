@@ -23,7 +23,9 @@ from pathlib import Path
 
 from .. import modeling, processing, qwen2vl
 from ..commands.arguments import text
+from ..modeling import transformers_compat
 from ..modeling.transformers_compat import SUPPORTED_TRANSFORMERS
+from ..processing import demuxers, video_io
 
 MODEL_AUTO_MAP = {
     "AutoConfig": "configuration_flash_vstream.FlashVStreamConfig",
@@ -42,21 +44,22 @@ QWEN2VL_AUTO_MAP = {
 
 @dataclass(frozen=True)
 class Family:
-    """What export-hub needs to know of a model family: its self-contained packages, `auto_map` and card."""
+    """What export-hub needs to know of a model family: its self-contained packages, `auto_map` and card, and the
+    modules of other packages it ships too (self-contained ones, copied flat). handler.py serves every family
+    through the streaming interface they share (families.py)."""
 
     packages: tuple
     auto_map: dict
     model_card: str
-    endpoint_handler: bool  # handler.py serves it (the v1 streaming memory); v2 has no endpoint handler yet
-    extra_files: tuple = ()  # single modules of other packages its remote code imports
+    shared_modules: tuple = ()
 
 
 FAMILIES = {
-    "flash_vstream": Family((modeling, processing), MODEL_AUTO_MAP, "MODEL_CARD.md", True),
+    "flash_vstream": Family((modeling, processing), MODEL_AUTO_MAP, "MODEL_CARD.md"),
+    # v2 ships v1's release check (its config module calls it at import) and the decoder handler.py reads videos with
     "flash_vstream_qwen2_vl": Family(
-        (qwen2vl,), QWEN2VL_AUTO_MAP, "MODEL_CARD_QWEN2VL.md", False,
-        extra_files=(Path(modeling.__file__).parent / "transformers_compat.py",),  # the release check
-    ),  # fmt: skip
+        (qwen2vl,), QWEN2VL_AUTO_MAP, "MODEL_CARD_QWEN2VL.md", (transformers_compat, video_io, demuxers)
+    ),
 }
 # What Inference Endpoints install next to their base image (the handler decodes videos with PyAV). The remote
 # code refuses a transformers release outside the tested range, so the endpoint must install one inside it.
@@ -75,11 +78,13 @@ UNKNOWN_REPO_ID_NOTE = (
 
 
 def remote_code_files(model_type: str = "flash_vstream") -> list[Path]:
-    """The self-contained modeling and processing sources of a family (package `__init__` files excluded)."""
+    """The self-contained modeling and processing sources of a family (package `__init__` files excluded), and
+    the modules of other packages it shares."""
+    family = FAMILIES[model_type]
     files = []
-    for package in FAMILIES[model_type].packages:
+    for package in family.packages:
         files += sorted(p for p in Path(package.__file__).parent.glob("*.py") if p.name != "__init__.py")
-    files += FAMILIES[model_type].extra_files
+    files += [Path(module.__file__) for module in family.shared_modules]
     names = [p.name for p in files]
     if len(set(names)) != len(names):
         raise RuntimeError(f"remote-code files must have distinct names to be copied flat, got {names}")
@@ -144,10 +149,9 @@ def export_hub(folder: str | Path, model_card: str | Path | None = None, repo_id
     card = Path(model_card) if model_card is not None else resources.files(__package__) / family.model_card
     (folder / "README.md").write_text(render_model_card(card.read_text(), repo_id))
     written.append("README.md")
-    if family.endpoint_handler:
-        (folder / "handler.py").write_text((resources.files(__package__) / "handler.py").read_text())
-        (folder / "requirements.txt").write_text(ENDPOINT_REQUIREMENTS)
-        written += ["handler.py", "requirements.txt"]
+    (folder / "handler.py").write_text((resources.files(__package__) / "handler.py").read_text())
+    (folder / "requirements.txt").write_text(ENDPOINT_REQUIREMENTS)
+    written += ["handler.py", "requirements.txt"]
     return written
 
 

@@ -1,7 +1,10 @@
 """Hugging Face Inference Endpoints handler for Flash-VStream (a custom `handler.py`).
 
-Copied into exported Hub repos by `flash-vstream export-hub`; it needs only transformers (the model and processor
-come from the repo's remote code), PIL, and PyAV for video files. Not imported by the flash_vstream_hf package.
+Copied into exported Hub repos by `flash-vstream export-hub`, for both model families (v1, and v2 on Qwen2-VL); it
+needs only transformers (the model and processor come from the repo's remote code), PIL, PyAV for video files, and
+the `video_io.py` and `demuxers.py` shipped beside it. Not imported by the flash_vstream_hf package. What it asks
+of the model is the streaming interface both families share (`get_frame_features`, `update_memory_from_features`,
+`generate(video_memory=...)`, the processor's `preprocess_frames` and `num_video_tokens=`; see families.py).
 
 Request (JSON):
 
@@ -17,7 +20,7 @@ Response: one entry per question, in request order:
 
 A question with a `time` (seconds from the start) is answered from the frames up to that moment, as if asked
 live during the stream; a question without one is answered after the whole video. Frames are added to the
-STAR memory in one step per question time, so questions without times see the original's offline memory.
+memory in one step per question time, so on v1 questions without times see the original's offline STAR memory.
 
 Every request is checked once, at the boundary, before anything reaches the model: the type and range of every
 field, and these limits:
@@ -42,7 +45,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import importlib
 import io
 import math
 import os
@@ -56,8 +58,10 @@ from PIL import Image, UnidentifiedImageError
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 try:  # in the package
+    from ..processing import video_io
     from ..processing.demuxers import demuxer_whitelist, refuse_every_input
 except ImportError:  # handler.py at the root of an exported repository, beside the processing sources
+    import video_io
     from demuxers import demuxer_whitelist, refuse_every_input
 
 # -- limits (see the module docstring) ------------------------------------------------------------------------------
@@ -135,9 +139,8 @@ class EndpointHandler:
 
     def _setup(self, model, processor) -> None:
         self.model, self.processor = model.eval(), processor
-        # video_io ships next to the processor's remote code
-        package = type(processor).__module__.rpartition(".")[0]
-        self.video_io = importlib.import_module(f"{package}.video_io" if package else "video_io")
+        # the decoder this handler ships with (export-hub copies video_io.py beside it for either family)
+        self.video_io = video_io
 
     def __call__(self, data: Any) -> list[dict[str, Any]]:
         """Answer every question of a request body; a `PayloadError` (HTTP 4xx) when the body is refused."""
@@ -192,8 +195,9 @@ class EndpointHandler:
                 raise
             raise PayloadError("inputs.video", f"cannot be decoded ({error})") from error
 
-    def _encode_until(self, frames: _Lookahead, time: float) -> torch.Tensor | None:
-        """Pooled features `[1, t, P_spa^2, D]` of the frames up to `time`, or None when there is none."""
+    def _encode_until(self, frames: _Lookahead, time: float):
+        """The frame features of the frames up to `time` (see `concat_frame_features`), or None when there is
+        none."""
         pixels, features = [], []
         for image in frames.take_while(lambda timestamp: timestamp <= time + _TIME_EPSILON):
             # one frame at a time through the processor, so no decoded frame outlives its preprocessing
@@ -204,11 +208,10 @@ class EndpointHandler:
                 pixels = []
         if pixels:
             features.append(self._encode(pixels))
-        return torch.cat(features, dim=1) if features else None
+        return concat_frame_features(features) if features else None
 
-    def _encode(self, pixels: list[torch.Tensor]) -> torch.Tensor:
-        """Preprocessed frames -> pooled vision features `[1, t, P_spa^2, D]` (the vision tower's part of the
-        frame handler)."""
+    def _encode(self, pixels: list[torch.Tensor]):
+        """Preprocessed frames -> the model's frame features (the vision tower's part of the frame handler)."""
         return self.model.get_frame_features(torch.cat(pixels)[None])
 
     # -- answers ------------------------------------------------------------------------------------------------
@@ -221,6 +224,14 @@ class EndpointHandler:
         kwargs = {"video_memory": memory.snapshot()} if memory is not None else {}
         output = self.model.generate(**inputs, **kwargs, **generation)
         return self.processor.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+
+
+def concat_frame_features(parts: list):
+    """Frame features of consecutive batches as one, along the frame axis: v1's are pooled features
+    `[1, t, P_spa^2, D]`, v2's a `FlashVStreamQwen2VLFrameFeatures` (full and low resolution), which joins its own."""
+    if isinstance(parts[0], torch.Tensor):
+        return torch.cat(parts, dim=1)
+    return type(parts[0]).cat(parts)
 
 
 class _Lookahead:

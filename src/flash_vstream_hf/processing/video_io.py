@@ -47,7 +47,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .demuxers import ReferenceRefused, demuxer_whitelist, only_this_file, refused_kind
+try:  # in the package, or loaded as remote code beside the processor
+    from .demuxers import ReferenceRefused, demuxer_whitelist, only_this_file, refused_kind
+except ImportError:  # a top-level module at the root of an exported repo, imported by handler.py
+    from demuxers import ReferenceRefused, demuxer_whitelist, only_this_file, refused_kind
 
 # stdlib logging (this module ships as remote code); in the package its logger follows transformers' verbosity
 logger = logging.getLogger(__name__)

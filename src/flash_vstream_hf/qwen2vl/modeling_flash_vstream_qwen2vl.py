@@ -83,6 +83,15 @@ class FlashVStreamQwen2VLFrameFeatures:
         """`(batch, frames)`."""
         return tuple(self.full.shape[:2])
 
+    @classmethod
+    def cat(cls, parts: list[FlashVStreamQwen2VLFrameFeatures]) -> FlashVStreamQwen2VLFrameFeatures:
+        """The frames of `parts` (consecutive batches of one stream, one patch grid) as one, in order."""
+        grids = {part.grid for part in parts}
+        if len(grids) != 1:
+            raise ValueError(f"frame features of one stream have one patch grid, got {sorted(grids)}")
+        full = torch.cat([part.full for part in parts], dim=1)
+        return cls(full, torch.cat([part.low for part in parts], dim=1), parts[0].grid)
+
 
 class FlashVStreamQwen2VLPreTrainedModel(Qwen2VLPreTrainedModel):
     config: FlashVStreamQwen2VLConfig
