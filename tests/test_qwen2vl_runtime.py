@@ -25,6 +25,7 @@ from flash_vstream_hf.tiny import write_synthetic_video
 from flash_vstream_hf.tiny.qwen2vl import save_tiny_qwen2vl
 
 from .eval_helpers import read_predictions, run_eval
+from .test_qwen2vl_model import original_layout_checkpoint
 from .test_serve_app import serve_args
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -68,6 +69,22 @@ def test_ask_answers_a_v2_folder_as_of_each_time(folder, loaded, video, capsys):
     assert [(a["at"], a["frames"]) for a in answers] == [(5.0, 6), (2.0, 3)]
     for answer, (frames, question) in zip(answers, [(6, "w10 w11"), (3, "w12")]):
         assert answer["answer"] and answer["answer"] == library_answer(loaded, video, frames, question)
+
+
+def test_ask_answers_a_folder_in_the_originals_layout_as_the_saved_one(folder, loaded, video, tmp_path, capsys):
+    """The original's checkpoint layout (transformers 4.45 config and weight names) runs without conversion."""
+    model, processor = loaded
+    original = tmp_path / "original"
+    original_layout_checkpoint(model, original)
+    processor.save_pretrained(original)
+    answers = []
+    for model_folder in (folder, original):
+        argv = ["ask", video, "--model", str(model_folder), "--json", "--max-new-tokens", str(TOKENS), "--at", "4",
+                "w10 w11"]  # fmt: skip
+        assert main(argv) == 0
+        [answer] = json.loads(capsys.readouterr().out)["answers"]
+        answers.append((answer["answer"], answer["frames"], answer["memory_tokens"]))
+    assert answers[0] == answers[1] and answers[0][0]
 
 
 def chat(monkeypatch, capsys, lines: list[str], *args: str) -> tuple[int, str, str]:
@@ -132,6 +149,14 @@ def test_serve_answers_from_a_v2_folder(folder):
         assert viewer.status().memory_tokens > 0
     finally:
         app.close()
+
+
+def test_the_runtime_and_export_hub_know_the_same_families():
+    """A family added to one table only would load in the commands but not export, or the other way round."""
+    from flash_vstream_hf.conversion.export_hub import FAMILIES as EXPORTED
+    from flash_vstream_hf.families import FAMILIES
+
+    assert set(FAMILIES) == set(EXPORTED) == {"flash_vstream", "flash_vstream_qwen2_vl"}
 
 
 def test_a_folder_of_another_model_type_is_refused_naming_both_families(tmp_path, capsys):
