@@ -15,6 +15,7 @@ import queue
 import threading
 import uuid
 
+from ..families import memory_class
 from ..streaming import StreamingSession
 from ..streaming.answering import NoFramesError
 from ..streaming.batched_answers import AnswerBatcher
@@ -89,7 +90,7 @@ class StreamHost:
         checkpoint = read_checkpoint(self.store, spec.stream_id) if resume else None
         if checkpoint is not None:
             data = self.store.read_bytes(checkpoint.memory_key)
-            memory = memory_from_bytes(data, type(model.new_memory(1)))
+            memory = memory_from_bytes(data, memory_class(model))
         else:
             memory = model.new_memory(1, seed=spec.memory_seed)
         pushed = PushedFrames(self.settings.push_queue) if spec.kind == "push" else None
