@@ -238,15 +238,20 @@ VERSION_SCRIPT = textwrap.dedent(
 )
 
 
-def test_remote_code_refuses_an_unsupported_transformers_unless_overridden(exported):
-    root, _ = exported
+def assert_remote_code_refuses_unsupported_transformers(root: Path, config_class: str) -> None:
+    """The exported `root / "repo"` refuses a fake transformers 5.99.0, naming the supported range, and loads its
+    `config_class` when the override is set."""
     refused = run_without_the_package(VERSION_SCRIPT, [root / "repo"], root)
     assert refused.returncode == 0, refused.stderr[-3000:]
     error = json.loads(refused.stdout.strip().splitlines()[-1]).get("error", "")
     assert SUPPORTED_TRANSFORMERS in error and "5.99.0" in error, refused.stdout
     allowed = run_without_the_package(VERSION_SCRIPT, [root / "repo"], root, **{ALLOW_ANY_VERSION_ENV: "1"})
     assert allowed.returncode == 0, allowed.stderr[-3000:]
-    assert json.loads(allowed.stdout.strip().splitlines()[-1]) == {"loaded": "FlashVStreamConfig"}
+    assert json.loads(allowed.stdout.strip().splitlines()[-1]) == {"loaded": config_class}
+
+
+def test_remote_code_refuses_an_unsupported_transformers_unless_overridden(exported):
+    assert_remote_code_refuses_unsupported_transformers(exported[0], "FlashVStreamConfig")
 
 
 def test_remote_code_loads_without_the_package(remote, local):

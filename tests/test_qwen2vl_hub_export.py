@@ -15,9 +15,7 @@ from flash_vstream_hf import FlashVStreamQwen2VLForConditionalGeneration, FlashV
 from flash_vstream_hf.conversion import export_hub
 from flash_vstream_hf.conversion.export_hub import QWEN2VL_AUTO_MAP, remote_code_files
 
-from flash_vstream_hf.modeling.transformers_compat import ALLOW_ANY_VERSION_ENV, SUPPORTED_TRANSFORMERS
-
-from .test_hub_export import VERSION_SCRIPT, card_metadata, run_without_the_package
+from .test_hub_export import assert_remote_code_refuses_unsupported_transformers, card_metadata, run_without_the_package
 from .test_qwen2vl_model import tiny_config
 from .test_qwen2vl_processing import FLASH_MEMORY, tokenizer
 
@@ -108,11 +106,4 @@ def test_the_exported_folder_loads_and_answers_without_the_package(exported):
 
 
 def test_the_remote_code_refuses_an_unsupported_transformers_unless_overridden(exported):
-    root = exported[0]
-    refused = run_without_the_package(VERSION_SCRIPT, [root / "repo"], root)
-    assert refused.returncode == 0, refused.stderr[-3000:]
-    error = json.loads(refused.stdout.strip().splitlines()[-1]).get("error", "")
-    assert SUPPORTED_TRANSFORMERS in error and "5.99.0" in error, refused.stdout
-    allowed = run_without_the_package(VERSION_SCRIPT, [root / "repo"], root, **{ALLOW_ANY_VERSION_ENV: "1"})
-    assert allowed.returncode == 0, allowed.stderr[-3000:]
-    assert json.loads(allowed.stdout.strip().splitlines()[-1]) == {"loaded": "FlashVStreamQwen2VLConfig"}
+    assert_remote_code_refuses_unsupported_transformers(exported[0], "FlashVStreamQwen2VLConfig")
