@@ -84,3 +84,42 @@ def test_memory_choices_and_positions_match_the_original(model, name):
     torch.testing.assert_close(
         video.pooler_output[0], expected["video_embeds"].reshape(video.pooler_output[0].shape), rtol=0, atol=1e-5
     )
+
+
+
+def fixture_processor():
+    """The processor on the fixture checkpoint's preprocessor config (Qwen2-VL-7B-Instruct's values)."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from flash_vstream_hf.qwen2vl import FlashVStreamQwen2VLProcessor
+
+    from .test_qwen2vl_processing import tokenizer
+
+    image_processor = Qwen2VLImageProcessorPil.from_pretrained(FIXTURES / meta()["load"]["dir"])
+    return FlashVStreamQwen2VLProcessor(image_processor, tokenizer())
+
+
+def assert_processes_as_the_original(frames: torch.Tensor, pixel_values_videos, video_grid_thw) -> None:
+    output = fixture_processor()(text="<|vision_start|><|video_pad|><|vision_end|>", videos=frames.numpy(),
+                                 return_tensors="pt")  # fmt: skip
+    assert output["video_grid_thw"].tolist() == video_grid_thw.tolist()
+    assert torch.equal(output["pixel_values_videos"], pixel_values_videos)
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if n != "text_only"])
+def test_the_processor_turns_the_cases_frames_into_the_originals_pixels_and_grid(name):
+    """From the same uint8 frames, the original's `pixel_values_videos` bit for bit (both resize with Pillow)."""
+    _, expected = inputs(meta()["cases"][name])
+    frames = load_file(str(FIXTURES / "frames.safetensors"))[name]
+    assert_processes_as_the_original(frames, expected["pixel_values_videos"], expected["video_grid_thw"])
+
+
+PROCESSOR_SIZES = load_file(str(FIXTURES / "processor_sizes.safetensors"))  # compare_processor.py --sizes fixture
+
+
+@pytest.mark.parametrize("size", sorted({key.rpartition("/")[0] for key in PROCESSOR_SIZES}))
+def test_frames_whose_28_px_rounding_differs_are_resized_as_the_original_resizes_them(size):
+    """60x90 and 130x75 frames: Qwen2-VL's image processor alone would round them to other sizes than the
+    original's 56-px grid (56x84 and 140x84), which the processor refused before it resized frames itself."""
+    given = {name: PROCESSOR_SIZES[f"{size}/{name}"] for name in ("frames", "pixel_values_videos", "video_grid_thw")}
+    assert_processes_as_the_original(given["frames"], given["pixel_values_videos"], given["video_grid_thw"])

@@ -49,6 +49,20 @@ def test_frames_are_resized_to_multiples_of_56_px(processor, count, size, grid):
     assert pixels.shape == (grid[0] * grid[1] * grid[2], 3 * 2 * 14 * 14)
 
 
+def test_stream_frames_of_any_shape_are_resized_to_the_first_frames_56_px_target(processor):
+    """60x90 rounds to 56x84 on Qwen2-VL's 28-px grid and 130x75 to 140x84: the 56-px targets are 56x112 and
+    112x56. Every frame of a call takes the first frame's size; each stream frame is the offline path's pixels."""
+    wide, tall = frames(2, 60, 90, seed=1), frames(1, 130, 75, seed=2)
+    pixels = processor.preprocess_frames([*wide, *tall])
+    assert pixels.shape == (3, 3, 56, 112)
+    offline, grid = processor.preprocess_video(wide)
+    assert grid.tolist() == [1, 4, 8]
+    rows = offline.reshape(1, 2, 4, 2, 2, 3, 2, 14, 14)  # t, h/2, w/2, 2, 2, C, T, 14, 14
+    first = rows[..., 0, :, :].permute(0, 5, 1, 3, 6, 2, 4, 7).reshape(3, 56, 112)
+    torch.testing.assert_close(pixels[0], first, rtol=0, atol=0)
+    assert processor.preprocess_frames([tall[0]]).shape == (1, 3, 112, 56)
+
+
 def test_a_one_frame_clip_is_tiled_to_two_frames(processor):
     pixels, _ = processor.preprocess_video(frames(1, 56, 56))
     rows = pixels.reshape(-1, 3, 2, 14, 14)

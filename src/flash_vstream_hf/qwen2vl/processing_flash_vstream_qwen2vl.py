@@ -6,9 +6,10 @@ Two differences from `Qwen2VLProcessor`, both the original's (`models/vstream_qw
 - each `<|video_pad|>` becomes as many placeholders as the video's memory has tokens (DAM + CSM), not one per
   merged patch.
 
-Frames are resized and normalised by Qwen2-VL's PIL image processor (no torchvision needed) and cut into
-Qwen2-VL's patch rows here. transformers 5 resamples slightly differently from 4.45 (which the original ran
-under), so pixel values differ a little from the original's; model parity is measured from `pixel_values_videos`.
+Frames are resized here with Pillow (bicubic, as the original), then rescaled and normalised by Qwen2-VL's image
+processor (the PIL one: no torchvision needed) and cut into Qwen2-VL's patch rows. From the same uint8 frames the
+output equals the original's bit for bit under the same Pillow release (tests/test_qwen2vl_parity.py;
+docs/qwen2vl.md, "The processor beside the original's").
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from transformers.feature_extraction_utils import BatchFeature
+from transformers.image_transforms import resize
+from transformers.image_utils import PILImageResampling
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
 
@@ -68,24 +71,11 @@ class FlashVStreamQwen2VLProcessor(Qwen2VLProcessor):
         frames = [np.asarray(frame) for frame in frames]
         if not frames:
             raise ValueError("a video needs at least one frame, got 0")
-        height, width = frames[0].shape[:2]
-        processor = self.image_processor
-        size = getattr(processor, "size", None) or {}
-        min_pixels = size.get("shortest_edge", getattr(processor, "min_pixels", 56 * 56))
-        max_pixels = size.get("longest_edge", getattr(processor, "max_pixels", 28 * 28 * 1280))
-        resized_height, resized_width = smart_resize(
-            height, width, factor=self.resize_factor, min_pixels=min_pixels, max_pixels=max_pixels
-        )
-        # The image processor resizes again to its own 28-px grid: bounds equal to the target area keep our size.
-        area = resized_height * resized_width
-        processed = processor(
-            images=frames, size={"shortest_edge": area, "longest_edge": area}, do_resize=True, return_tensors="pt"
-        )
-        # One row per frame of patches; rebuild frames [T, C, H, W] from the image processor's patch rows.
-        video = _frames_from_image_rows(processed, len(frames), resized_height, resized_width)
+        video = self._normalised_frames(frames)
         if video.shape[0] % TEMPORAL_PATCH_SIZE:
             video = torch.cat([video, video[-1:].expand(TEMPORAL_PATCH_SIZE - video.shape[0] % 2, -1, -1, -1)])
-        return _patchify(video), torch.tensor([video.shape[0] // 2, resized_height // 14, resized_width // 14])
+        height, width = video.shape[-2:]
+        return _patchify(video), torch.tensor([video.shape[0] // 2, height // PATCH_SIZE, width // PATCH_SIZE])
 
     def preprocess_frames(self, frames, return_tensors: str = "pt") -> torch.Tensor:
         """Stream frames -> `[T, 3, H, W]` float pixels, resized to multiples of 56 px and normalised, what
@@ -102,12 +92,20 @@ class FlashVStreamQwen2VLProcessor(Qwen2VLProcessor):
         frames = [np.asarray(frame) for frame in frames]
         if not frames:
             raise ValueError("preprocess_frames needs at least one frame, got 0")
-        resized_height, resized_width = self._target_size(*frames[0].shape[:2])
-        area = resized_height * resized_width
-        processed = self.image_processor(
-            images=frames, size={"shortest_edge": area, "longest_edge": area}, do_resize=True, return_tensors="pt"
-        )
-        return _frames_from_image_rows(processed, len(frames), resized_height, resized_width)
+        return self._normalised_frames(frames)
+
+    def _normalised_frames(self, frames: list[np.ndarray]) -> torch.Tensor:
+        """`[T, 3, H, W]` rescaled and normalised frames, all resized to the 56-px target of the first frame's size.
+
+        The frames are resized here, with PIL (`transformers.image_transforms.resize`, the function the original's
+        image processor resizes with), and the image processor only rescales and normalises them: left to resize,
+        Qwen2-VL's image processor rounds to its own 28-px grid, a different size for most frame shapes.
+        """
+        height, width = self._target_size(*frames[0].shape[:2])
+        resample = getattr(self.image_processor, "resample", PILImageResampling.BICUBIC)
+        resized = [resize(frame, (height, width), resample=resample) for frame in frames]
+        processed = self.image_processor(images=resized, do_resize=False, return_tensors="pt")
+        return _frames_from_image_rows(processed, len(frames), height, width)
 
     def _target_size(self, height: int, width: int) -> tuple[int, int]:
         processor = self.image_processor
