@@ -11,8 +11,9 @@
 - `--agreement`: greedy tokens and first-token logits of the two modes on synthetic scene streams of 40-200 frames
   (a tiny random model: the figure says how far the memories' read-outs differ, not how well either answers);
 - `--real`: the same stream figures at Qwen2-VL-7B widths with 2 ViT blocks and 2 decoder layers, on
-  `--real-side` frames, and the ViT's cost per frame. TTFT there is mostly the 2 layers' prefill of the memory
-  tokens; the released model has 28 layers, so its prefill is ~14x that, while the read-out stays the same.
+  `--real-side` frames, beside v1 at its released widths (as few layers), and v2's ViT cost per frame. TTFT
+  there is mostly the 2 layers' prefill of the memory tokens; the released model has 28 layers, so its prefill
+  is ~14x that, while the read-out stays the same.
 
 The tiny model keeps Qwen2-VL's patching (14 px, temporal patch 2, merge 2) with K = 6 CSM clusters and S = 3 DAM
 patches on 56x56 frames (a 4x4 patch grid): 3 x 4 + 6 x 1 = 18 memory tokens once full.
@@ -108,8 +109,8 @@ def v2_contender(model, mode: str, grid: tuple[int, int], prompt: list[int]) -> 
     return Contender(f"v2 {mode}", memory, add, ttft)
 
 
-def v1_contender(model, prompt: list[int]) -> Contender:
-    """v1's tiny model (`flash_vstream_hf.tiny`), the same measurements."""
+def v1_contender(model, prompt: list[int], name: str = "v1 tiny") -> Contender:
+    """A v1 model (`FlashVStreamMemory`), the same measurements."""
     layout, config = model.star_layout, model.config
     memory = model.new_memory(1)
 
@@ -124,7 +125,7 @@ def v1_contender(model, prompt: list[int]) -> Contender:
         return model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), video_memory=memory.snapshot(),
                               max_new_tokens=1, do_sample=False)  # fmt: skip
 
-    return Contender("v1 tiny", memory, add, ttft)
+    return Contender(name, memory, add, ttft)
 
 
 @torch.no_grad()
@@ -181,9 +182,20 @@ def real_width_config(vision_depth: int = 2, text_layers: int = 2):
     )  # fmt: skip
 
 
+def v1_real_width_model():
+    """v1 at its released widths with as few layers as v2's real-width model: ViT-L/14 with 2 of its 24 layers,
+    the released STAR layout, Vicuna-7B with 2 of its 32 decoder layers (random weights)."""
+    import dataclasses
+
+    from .models import bench_model
+    from .sizes import FULL
+
+    return bench_model(dataclasses.replace(FULL, vision_layers=2))
+
+
 def real_width_figures(lengths: list[int], side: int, repeats: int = 1) -> dict:
-    """Both modes at Qwen2-VL-7B widths (few layers, random weights) on `side`-pixel square frames: the stream
-    figures, plus the ViT's cost per frame (both resolutions, one pass) measured once."""
+    """Both modes at Qwen2-VL-7B widths (few layers, random weights) on `side`-pixel square frames, beside v1 at
+    its released widths: the stream figures, plus v2's ViT cost per frame (both resolutions, one pass)."""
     torch.manual_seed(0)
     model = FlashVStreamQwen2VLForConditionalGeneration(real_width_config()).eval()
     grid = (side // 14, side // 14)
@@ -195,6 +207,7 @@ def real_width_figures(lengths: list[int], side: int, repeats: int = 1) -> dict:
         vit_ms = 1e3 * (time.perf_counter() - began) / pixels.shape[1]
     prompt = list(range(1000, 1016))
     contenders = [v2_contender(model, mode, grid, prompt) for mode in ("bounded", "faithful")]
+    contenders.append(v1_contender(v1_real_width_model(), prompt, name="v1 released"))
     return {"side": side, "grid": grid, "vit_ms_per_frame": vit_ms,
             "rows": stream_figures(contenders, lengths, repeats=repeats)}  # fmt: skip
 
