@@ -1,9 +1,7 @@
 """Fault injection on the memory: non-finite frames, tampered memory files, a save killed half-way."""
 
 import json
-import os
 import signal
-import stat
 import subprocess
 import sys
 import textwrap
@@ -145,15 +143,6 @@ def test_entries_past_the_filled_ones_must_be_empty(model, frames, tmp_path):
     tamper(path, smuggle)
     with pytest.raises(ValueError, match="temporal holds values past its 2 filled entries"):
         FlashVStreamMemory.load(path)
-
-
-def test_saved_files_follow_the_umask(model, frames, tmp_path):
-    old = os.umask(0o022)
-    try:
-        saved(model, frames, tmp_path / "shared.safetensors")
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE((tmp_path / "shared.safetensors").stat().st_mode) == 0o644
 
 
 _SAVER = textwrap.dedent(

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .. import modeling, processing, qwen2vl
 from ..commands.arguments import text
-from ..modeling import transformers_compat
+from ..modeling import safetensors_file, transformers_compat
 from ..modeling.transformers_compat import SUPPORTED_TRANSFORMERS
 from ..processing import demuxers, video_io
 
@@ -56,9 +56,13 @@ class Family:
 
 FAMILIES = {
     "flash_vstream": Family((modeling, processing), MODEL_AUTO_MAP, "MODEL_CARD.md"),
-    # v2 ships v1's release check (its config module calls it at import) and the decoder handler.py reads videos with
+    # v2 ships v1's release check (its config module calls it at import), the memory-file writer its memory saves
+    # with, and the decoder handler.py reads videos with
     "flash_vstream_qwen2_vl": Family(
-        (qwen2vl,), QWEN2VL_AUTO_MAP, "MODEL_CARD_QWEN2VL.md", (transformers_compat, video_io, demuxers)
+        (qwen2vl,),
+        QWEN2VL_AUTO_MAP,
+        "MODEL_CARD_QWEN2VL.md",
+        (transformers_compat, safetensors_file, video_io, demuxers),
     ),
 }
 # What Inference Endpoints install next to their base image (the handler decodes videos with PyAV). The remote

@@ -2,12 +2,8 @@
 
 A memory file is user data that may come from elsewhere, so reading one trusts nothing: the format and version,
 the layout, every tensor's name, shape, dtype and batch, the frame counter, the k-means generator state and the
-values themselves are checked before a state is built. safetensors holds only tensors and strings: nothing in a
-memory file is ever executed.
-
-Writing goes to a temporary file beside the target, synced, then renamed over it: a crash or a `kill -9` at any
-moment leaves the previous file intact. The temporary file's name carries the writer's process id, so the next
-save sweeps away what a killed writer left behind without touching the file of one that is still running.
+values themselves are checked before a state is built. How the file is written (atomically, synced, with the
+umask's mode) and read (nothing executed) is `safetensors_file`, shared with v2's memory.
 """
 
 from __future__ import annotations
@@ -15,14 +11,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import secrets
-import stat
-from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
+from .safetensors_file import read_tensors, write_atomically
 from .star_memory import StarLayout, StarState, empty_state
 
 FILE_FORMAT = "flash_vstream_memory"
@@ -32,44 +24,19 @@ MAX_FRAMES_SEEN = 2**53
 
 
 def save_memory_file(path: str | os.PathLike, layout: StarLayout, state: StarState) -> None:
-    """Write `state` to `path` atomically (see the module docstring); the file's mode follows the umask."""
-    tensors = {name: t.detach().contiguous().cpu() for name, t in state.tensors().items()}
+    """Write `state` to `path` atomically (see `safetensors_file.write_atomically`)."""
     metadata = {
         "format": FILE_FORMAT,
         "version": FILE_VERSION,
         "frames_seen": str(state.frames_seen),
         "layout": json.dumps(layout.to_dict()),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _sweep_leftovers(path)
-    temporary = path.with_name(f"{_temporary_prefix(path)}{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    # Created with 0o666 so the umask applies, as to any file a program writes; safetensors itself writes 0o600,
-    # so the mode the umask gave is put back afterwards.
-    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    try:
-        mode = stat.S_IMODE(temporary.stat().st_mode)
-        save_file(tensors, str(temporary), metadata=metadata)
-        os.chmod(temporary, mode)
-        with open(temporary, "rb+") as handle:
-            os.fsync(handle.fileno())  # the rename must never publish a file whose bytes are not on disk yet
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_atomically(path, state.tensors(), metadata)
 
 
 def load_memory_file(path: str | os.PathLike) -> tuple[StarLayout, StarState]:
     """Read and check a file written by `save_memory_file`; a `ValueError` names the first thing that is wrong."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no memory file at {path}")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            metadata = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
-    except Exception as error:  # safetensors raises its own error types for corrupt headers
-        raise ValueError(f"{path} is not a readable safetensors memory file: {error}") from error
+    metadata, tensors = read_tensors(path)
     try:
         if metadata.get("format") != FILE_FORMAT:
             raise ValueError(f"it is not a Flash-VStream memory file (format {metadata.get('format')!r})")
@@ -175,31 +142,6 @@ def _check_generator_state(tensor: torch.Tensor) -> None:
         torch.Generator().set_state(tensor)
     except (RuntimeError, TypeError) as error:
         raise ValueError(f"generator_state is not a k-means generator state: {error}") from error
-
-
-def _temporary_prefix(path: Path) -> str:
-    return f".{path.name}."
-
-
-def _sweep_leftovers(path: Path) -> None:
-    """Remove the temporary files of writers of `path` that no longer run (killed during a save)."""
-    prefix = _temporary_prefix(path)
-    for leftover in path.parent.glob(f"{prefix}*.tmp"):
-        pid = leftover.name[len(prefix) :].split(".", 1)[0]
-        if pid.isdigit() and not _process_alive(int(pid)):
-            leftover.unlink(missing_ok=True)
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True  # another thread of this process may be writing it
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
 
 
 __all__ = ["FILE_FORMAT", "FILE_VERSION", "load_memory_file", "save_memory_file"]

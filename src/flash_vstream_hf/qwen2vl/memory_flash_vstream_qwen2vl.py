@@ -44,11 +44,8 @@ import json
 import os
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from .configuration_flash_vstream_qwen2vl import STREAMING_MODES
 from .flash_memory import (
@@ -61,6 +58,11 @@ from .flash_memory import (
     euclidean_distances,
     weighted_kmeans,
 )
+
+try:  # in the package
+    from flash_vstream_hf.modeling.safetensors_file import read_tensors, write_atomically
+except ImportError:  # exported remote code: export-hub ships the same module beside this one
+    from .safetensors_file import read_tensors, write_atomically
 
 FILE_FORMAT = "flash_vstream_qwen2vl_memory"
 FILE_VERSION = "1"
@@ -310,9 +312,9 @@ class FlashVStreamQwen2VLMemory:
     # -- persistence ------------------------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the memory to a safetensors file (atomically: a temporary file renamed over `path`)."""
+        """Write the memory to a safetensors file atomically: a crash at any moment leaves the previous file
+        (`safetensors_file.write_atomically`)."""
         s = self._state
-        tensors = {name: t.detach().contiguous().cpu() for name, t in s.tensors().items()}
         metadata = {
             "format": FILE_FORMAT,
             "version": FILE_VERSION,
@@ -320,29 +322,13 @@ class FlashVStreamQwen2VLMemory:
             "grid": json.dumps(list(s.grid)),
             "layout": json.dumps(dataclasses.asdict(self.layout)),
         }
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            save_file(tensors, str(temporary), metadata=metadata)
-            os.replace(temporary, path)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+        write_atomically(path, s.tensors(), metadata)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: torch.device | str | None = None) -> FlashVStreamQwen2VLMemory:
         """Read a memory written by `save`, checking every field first: a damaged or tampered file raises a
         `ValueError` naming the field. Nothing in the file is executed (safetensors: tensors and strings)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no memory file at {path}")
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                metadata = f.metadata() or {}
-                tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
-        except Exception as error:
-            raise ValueError(f"{path} is not a readable safetensors memory file: {error}") from error
+        metadata, tensors = read_tensors(path)
         try:
             layout, state = _checked_state(metadata, tensors)
         except ValueError as error:
