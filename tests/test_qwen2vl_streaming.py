@@ -46,13 +46,18 @@ def model():
     return FlashVStreamQwen2VLForConditionalGeneration(tiny_config()).eval()
 
 
-@pytest.fixture(scope="module")
-def processor():
+def tiny_processor() -> FlashVStreamQwen2VLProcessor:
+    """The tiny model's processor: 56x56 frames, the word-level tokenizer above."""
     image_processor = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=56 * 56)
     flash = {"flash_memory_temporal_length": 2 * K, "flash_memory_spatial_length": 2 * S}
     return FlashVStreamQwen2VLProcessor(
         image_processor, tokenizer(), chat_template=CHAT_TEMPLATE, flash_memory_config=flash
     )
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return tiny_processor()
 
 
 def frames(count, seed=0, side=56):

@@ -157,9 +157,15 @@ class FlashVStreamQwen2VLModel(FlashVStreamQwen2VLPreTrainedModel, Qwen2VLModel)
         full_features, low_features = per_video[: len(grids)], per_video[len(grids) :] if pool > 1 else per_video
 
         tokens, positions = [], []
-        for full, low_rows, grid, low_grid in zip(full_features, low_features, grids, low_grids):
+        for video, (full, low_rows, grid, low_grid) in enumerate(zip(full_features, low_features, grids, low_grids)):
             full = full.reshape(grid[0], grid[1] * grid[2], -1)  # [t, h * w, D]
             low_rows = low_rows.reshape(low_grid[0], low_grid[1] * low_grid[2], -1)  # [t, h' * w', D]
+            bad = first_non_finite_frame(full, low_rows)
+            if bad is not None:
+                raise ValueError(
+                    f"temporal patch {bad} (frames {2 * bad} and {2 * bad + 1}) of video {video} is not finite "
+                    "(NaN or inf in its pixels or vision features)"
+                )
             synopsis = context_synopsis_memory(low_rows, vision.num_csm_clusters, generator=memory_generator)
             detail, detail_positions = detail_augmentation_memory(full, low_rows, synopsis, vision.num_dam_patches)
             memory = torch.cat([detail.reshape(-1, detail.shape[-1]), synopsis.features.reshape(-1, detail.shape[-1])])
@@ -430,6 +436,11 @@ class FlashVStreamQwen2VLForConditionalGeneration(FlashVStreamQwen2VLPreTrainedM
             raise ValueError(f"a memory holds one stream: frame features must have batch 1, got {frame_features.shape}")
         video_memory = self.new_memory() if video_memory is None else video_memory
         self.check_memory(video_memory)
+        bad = first_non_finite_frame(frame_features.full[0], frame_features.low[0])
+        if bad is not None:  # checked before any frame is added: one would poison the centroids for good
+            raise ValueError(
+                f"frame {bad} is not finite (NaN or inf in its pixels or vision features); the memory was not changed"
+            )
         for index in range(frame_features.full.shape[1]):
             video_memory.add_frame(frame_features.full[0, index], frame_features.low[0, index], frame_features.grid)
         return video_memory
@@ -467,6 +478,12 @@ for _ours, _theirs in (
     ("FlashVStreamQwen2VLModel", "Qwen2VLModel"),
 ):
     register_checkpoint_conversion_mapping(_ours, get_checkpoint_conversion_mapping(_theirs), overwrite=True)
+
+
+def first_non_finite_frame(full: torch.Tensor, low: torch.Tensor) -> int | None:
+    """Index of the first frame of `full` `[T, P, D]` or `low` `[T, P_low, D]` holding a NaN or inf, or `None`."""
+    finite = torch.isfinite(full).flatten(1).all(-1) & torch.isfinite(low).flatten(1).all(-1)  # [T]
+    return None if bool(finite.all()) else int((~finite).nonzero()[0])
 
 
 def patchify_frames(video: torch.Tensor) -> torch.Tensor:
