@@ -18,16 +18,20 @@ from transformers.utils import logging as hf_logging
 
 from flash_vstream_hf.cli import main
 from flash_vstream_hf.tiny import tiny_config, tiny_model, tiny_processor
+from flash_vstream_hf.tiny.qwen2vl import save_tiny_qwen2vl
 
 from .original_layout import build_original_model, write_checkpoint, write_clip_folder
 
 # -- flash-vstream ask / chat --model --------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory) -> Path:
-    """A folder holding the tiny model and processor, as `flash-vstream convert` writes one."""
+@pytest.fixture(scope="module", params=["v1", "v2"])
+def saved(tmp_path_factory, request) -> Path:
+    """A folder holding a tiny model and processor of each family, as `flash-vstream convert` (v1) or
+    `save_pretrained` (v2) writes one."""
     folder = tmp_path_factory.mktemp("saved") / "model"
+    if request.param == "v2":
+        return Path(save_tiny_qwen2vl(folder))
     config = tiny_config()
     tiny_model(config).save_pretrained(folder)
     tiny_processor(config).save_pretrained(folder)
