@@ -169,3 +169,38 @@ def test_questions_about_several_streams_arriving_together_are_answered_in_one_b
     with pytest.raises(ApiError) as unknown:
         host.ask("nope", QUESTION)
     assert unknown.value.status == 404
+
+
+def test_a_host_of_a_v2_model_batches_questions_checkpoints_and_resumes(tmp_path, videos):
+    from flash_vstream_hf.qwen2vl.memory_flash_vstream_qwen2vl import FlashVStreamQwen2VLMemory
+    from flash_vstream_hf.tiny.qwen2vl import save_tiny_qwen2vl
+
+    config = settings(tmp_path, videos, model=save_tiny_qwen2vl(tmp_path / "v2"))
+    host = StreamHost("a", config)
+    for stream_id, source in (("one", "walk.mp4"), ("two", "short.mp4")):
+        host.open_stream({"stream_id": stream_id, "kind": "file", "source": source})
+        wait(host, stream_id)
+    alone = {sid: host._streams[sid].session.ask(QUESTION, max_new_tokens=4).text for sid in ("one", "two")}
+    batches_before, answers, start = host.batcher.batches, {}, threading.Barrier(2)
+
+    def ask(stream_id):
+        start.wait()
+        answers[stream_id] = host.ask(stream_id, QUESTION, 4)
+
+    threads = [threading.Thread(target=ask, args=(sid,)) for sid in alone]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert host.batcher.batches - batches_before == 1
+    assert {sid: answer["answer"] for sid, answer in answers.items()} == alone
+    host.close_stream("one", forget=False)
+    checkpoint = read_checkpoint(CheckpointStore(tmp_path / "store"), "one")
+    assert checkpoint.frames_seen == 40  # flushed when it closed
+    again = StreamHost("b", config)
+    assert again.open_stream({"stream_id": "one", "kind": "file", "source": "walk.mp4"}, resume=True)[
+        "resumed_from_frames"] == 40  # fmt: skip
+    resumed = memory_from_bytes(again.memory_file("one"), FlashVStreamQwen2VLMemory)
+    assert resumed.frames_seen == 40 and resumed.streaming_mode == "bounded"
+    host.close_all()
+    again.close_all()

@@ -286,6 +286,48 @@ def test_generate_from_a_memory_equals_generate_from_the_offline_video(model, pr
 
 
 @pytest.mark.parametrize("mode", ["bounded", "faithful"])
+def test_one_generate_over_several_streams_memories_gives_each_row_its_answer_alone(model, processor, mode):
+    # streams at different lengths: fewer frames than K, K, and past it (the rows' memories differ in size)
+    memories = [streamed(model, random_features(count, seed=20 + count), mode) for count in (2, K, 3 * K + 1)]
+    alone = [ask_ids(model, processor, memory) for memory in memories]
+    conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "what is moving here ?"}]}]
+    prompt = processor.apply_chat_template(conversation, add_generation_prompt=True)
+    rows = [processor(text=prompt, num_video_tokens=m.get_seq_length(), return_tensors="pt")["input_ids"][0].tolist()
+            for m in memories]  # fmt: skip
+    width = max(len(ids) for ids in rows)
+    input_ids = torch.tensor([[0] * (width - len(ids)) + ids for ids in rows])  # left-padded
+    attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in rows])
+    with torch.no_grad():
+        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, video_memory=memories,
+                             max_new_tokens=4, do_sample=False, pad_token_id=0, output_scores=True,
+                             return_dict_in_generate=True)  # fmt: skip
+    for row, (ids, scores) in enumerate(alone):
+        assert torch.equal(out.sequences[row, width:], ids)
+        torch.testing.assert_close(torch.stack(out.scores)[:, row], scores, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():  # beam search keeps each row's beams on its own memory
+        beams = model.generate(input_ids=input_ids, attention_mask=attention_mask, video_memory=memories,
+                               max_new_tokens=4, num_beams=2, do_sample=False, pad_token_id=0)  # fmt: skip
+        for row, (ids, memory) in enumerate(zip(rows, memories)):
+            prompt_ids = torch.tensor([ids])
+            one = model.generate(input_ids=prompt_ids, attention_mask=torch.ones_like(prompt_ids), video_memory=memory,
+                                 max_new_tokens=4, num_beams=2, do_sample=False, pad_token_id=0)  # fmt: skip
+            assert torch.equal(beams[row, width:], one[0, len(ids) :])
+    with pytest.raises(ValueError, match="one memory per row"):
+        model.generate(input_ids=input_ids, attention_mask=attention_mask, video_memory=memories[:2], max_new_tokens=1)
+
+
+def test_answer_together_batches_questions_about_v2_streams_as_asked_one_at_a_time(model, processor):
+    from flash_vstream_hf.streaming import StreamSnapshot, answer_together
+    from flash_vstream_hf.streaming.answering import generate_answer
+
+    snapshots = [StreamSnapshot(streamed(model, random_features(n, seed=n), "bounded"), float(n)) for n in (1, 5, 12)]
+    kwargs = {"max_new_tokens": 4, "do_sample": False}
+    alone = [generate_answer(model, processor, "what is moving here ?", snap, kwargs, 0.0) for snap in snapshots]
+    together = answer_together(model, processor, [("what is moving here ?", snap) for snap in snapshots], kwargs)
+    assert [(a.text, a.new_tokens, a.frames) for a in together] == [(a.text, a.new_tokens, a.frames) for a in alone]
+
+
+@pytest.mark.parametrize("mode", ["bounded", "faithful"])
 def test_a_streaming_session_ingests_frames_and_answers(model, processor, mode, tmp_path):
     images = frames(9, seed=16, side=60)
     memory = model.new_memory(seed=2, streaming_mode=mode)

@@ -13,6 +13,7 @@ The weights are Qwen2-VL's, with Qwen2-VL's names: a checkpoint saved by the ori
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +41,9 @@ from .flash_memory import (
 from .memory_flash_vstream_qwen2vl import FlashVStreamQwen2VLMemory, MemoryLayout
 from .quantization_flash_vstream_qwen2vl import with_default_skip_modules
 from .rope_flash_vstream_qwen2vl import apply_memory_positions, memory_relative_positions, placeholder_rope_index
+
+# One stream's memory, or one per batch row (questions about several streams in one generate).
+VideoMemories = FlashVStreamQwen2VLMemory | Sequence[FlashVStreamQwen2VLMemory]
 
 
 @dataclass
@@ -193,8 +197,8 @@ class FlashVStreamQwen2VLModel(FlashVStreamQwen2VLPreTrainedModel, Qwen2VLModel)
         factor = PATCH_SIZE * MERGE_SIZE * vision.low_resolution_pool
         if frames < 1 or height % factor or width % factor or not height or not width:
             raise ValueError(
-                f"pixel_values must hold >= 1 frame of sides multiples of {factor} px, got {tuple(pixel_values.shape)}: "
-                "preprocess frames with the processor (preprocess_frames)"
+                f"pixel_values must hold >= 1 frame of sides multiples of {factor} px, got "
+                f"{tuple(pixel_values.shape)}: preprocess frames with the processor (preprocess_frames)"
             )
         h, w = height // PATCH_SIZE, width // PATCH_SIZE
         video = pixel_values.reshape(batch * frames, 3, height, width).repeat_interleave(TEMPORAL_PATCH_SIZE, dim=0)
@@ -213,21 +217,26 @@ class FlashVStreamQwen2VLModel(FlashVStreamQwen2VLPreTrainedModel, Qwen2VLModel)
         low = low.reshape(batch, frames, (h // pool) * (w // pool), -1)
         return FlashVStreamQwen2VLFrameFeatures(full, low, (h, w))
 
-    def read_memory(self, video_memory: FlashVStreamQwen2VLMemory) -> FlashVStreamQwen2VLVideoOutput:
-        """A stream memory as the language model reads it: merged `[DAM | CSM]` tokens with their AM-RoPE
-        positions (the original's offline layout) and the grids of its placeholder layout."""
-        if not isinstance(video_memory, FlashVStreamQwen2VLMemory):
-            raise TypeError(f"video_memory must be a FlashVStreamQwen2VLMemory, got {type(video_memory).__name__}")
-        out = video_memory.read_out()
-        dim = out.csm_features.shape[-1]
+    def read_memory(self, video_memory: VideoMemories) -> FlashVStreamQwen2VLVideoOutput:
+        """Stream memories as the language model reads them: per memory, merged `[DAM | CSM]` tokens
+        `[n_tokens, text_hidden]` with their AM-RoPE positions (the original's offline layout) and the grids of
+        its placeholder layout. `video_memory` is one memory, or a sequence of them, one per batch row in row
+        order (memories of different streams, at different lengths, each filling its own row's placeholders)."""
+        tokens, positions, grids = [], [], []
         device, dtype = self.visual.device, self.visual.dtype
-        memory = torch.cat([out.dam_features.reshape(-1, dim), out.csm_features.reshape(-1, dim)])
-        tokens = self.visual.merger(memory.to(device, dtype))  # [n_tokens, text_hidden]
-        positions = memory_relative_positions(
-            out.dam_positions.to(device), out.dam_grid, out.csm_positions.to(device), out.csm_grid
-        )
+        for memory in as_memory_list(video_memory):
+            out = memory.read_out()
+            dim = out.csm_features.shape[-1]
+            features = torch.cat([out.dam_features.reshape(-1, dim), out.csm_features.reshape(-1, dim)])
+            tokens.append(self.visual.merger(features.to(device, dtype)))
+            positions.append(
+                memory_relative_positions(
+                    out.dam_positions.to(device), out.dam_grid, out.csm_positions.to(device), out.csm_grid
+                )
+            )
+            grids.append((out.dam_grid, out.csm_grid))
         return FlashVStreamQwen2VLVideoOutput(
-            pooler_output=(tokens,), memory_position_ids=(positions,), memory_grids=((out.dam_grid, out.csm_grid),)
+            pooler_output=tuple(tokens), memory_position_ids=tuple(positions), memory_grids=tuple(grids)
         )
 
     def memory_grids(self, video_grid_thw: torch.LongTensor) -> list[tuple[tuple[int, int, int], tuple[int, int, int]]]:
@@ -276,7 +285,7 @@ class FlashVStreamQwen2VLModel(FlashVStreamQwen2VLPreTrainedModel, Qwen2VLModel)
         mm_encoder_outputs: dict | None = None,
         visual_position_ids: torch.LongTensor | None = None,
         memory_generator: torch.Generator | None = None,
-        video_memory: FlashVStreamQwen2VLMemory | None = None,
+        video_memory: VideoMemories | None = None,
         **kwargs,
     ):
         r"""
@@ -287,8 +296,9 @@ class FlashVStreamQwen2VLModel(FlashVStreamQwen2VLPreTrainedModel, Qwen2VLModel)
         visual_position_ids (`torch.LongTensor`, *optional*): accepted for the original's processor output and
             ignored: the video tokens are found in `input_ids`.
         memory_generator (`torch.Generator`, *optional*): see `get_video_features`.
-        video_memory (`FlashVStreamQwen2VLMemory`, *optional*): a stream's memory, read in place of
-            `pixel_values_videos` (its tokens fill the one run of video placeholders).
+        video_memory (`FlashVStreamQwen2VLMemory` or a sequence of them, *optional*): a stream's memory, read in
+            place of `pixel_values_videos` (its tokens fill the one run of video placeholders), or one memory per
+            batch row.
         """
         if pixel_values is not None or image_grid_thw is not None:
             raise ValueError("Flash-VStream-Qwen reads videos only: pass pixel_values_videos, not pixel_values")
@@ -305,6 +315,8 @@ class FlashVStreamQwen2VLModel(FlashVStreamQwen2VLPreTrainedModel, Qwen2VLModel)
         if video_memory is not None:
             if pixel_values_videos is not None or mm_encoder_outputs.get("video") is not None:
                 raise ValueError("pass either video_memory or pixel_values_videos / mm_encoder_outputs, not both")
+            if input_ids is not None:
+                check_one_memory_per_row(video_memory, input_ids.shape[0])
             mm_encoder_outputs["video"] = self.read_memory(video_memory)
         video = mm_encoder_outputs.get("video")
 
@@ -409,16 +421,15 @@ class FlashVStreamQwen2VLForConditionalGeneration(FlashVStreamQwen2VLPreTrainedM
             seed=0 if seed is None else seed,
         )
 
-    def check_memory(self, video_memory: FlashVStreamQwen2VLMemory) -> None:
-        """Raise a `ValueError` if `video_memory` was built for another memory layout (its seed and mode may
-        differ: both are choices of the memory, not of the model)."""
-        if not isinstance(video_memory, FlashVStreamQwen2VLMemory):
-            raise TypeError(f"video_memory must be a FlashVStreamQwen2VLMemory, got {type(video_memory).__name__}")
-        differences = video_memory.layout.differences(self.memory_layout(), ignore=("seed", "streaming_mode"))
-        if differences:
-            raise ValueError(
-                "video_memory was built for another model config (memory != model): " + "; ".join(differences)
-            )
+    def check_memory(self, video_memory: VideoMemories) -> None:
+        """Raise a `ValueError` if `video_memory` (one memory, or one per batch row) was built for another memory
+        layout (its seed and mode may differ: both are choices of the memory, not of the model)."""
+        for memory in as_memory_list(video_memory):
+            differences = memory.layout.differences(self.memory_layout(), ignore=("seed", "streaming_mode"))
+            if differences:
+                raise ValueError(
+                    "video_memory was built for another model config (memory != model): " + "; ".join(differences)
+                )
 
     def get_frame_features(self, pixel_values: torch.Tensor) -> FlashVStreamQwen2VLFrameFeatures:
         """See `FlashVStreamQwen2VLModel.get_frame_features`."""
@@ -452,13 +463,18 @@ class FlashVStreamQwen2VLForConditionalGeneration(FlashVStreamQwen2VLPreTrainedM
         """Encode preprocessed frames `[1, T, 3, H, W]` and add them to `video_memory` (a new one when `None`)."""
         return self.update_memory_from_features(self.get_frame_features(pixel_values), video_memory)
 
-    def generate(self, *args, video_memory: FlashVStreamQwen2VLMemory | None = None, **kwargs):
+    def generate(self, *args, video_memory: VideoMemories | None = None, **kwargs):
         """`GenerationMixin.generate`; with `video_memory`, the memory's tokens fill the prompt's video
-        placeholders (build it with `processor(text=..., num_video_tokens=video_memory.get_seq_length())`)."""
+        placeholders (build it with `processor(text=..., num_video_tokens=video_memory.get_seq_length())`). A
+        batch of questions about different streams takes one memory per row (`video_memory=[m_0, m_1, ...]`,
+        prompts padded on the left): each row gives the answer it gives alone."""
         if video_memory is not None:
             if kwargs.get("pixel_values_videos") is not None:
                 raise ValueError("pass either video_memory or pixel_values_videos, not both")
             self.check_memory(video_memory)
+            input_ids = args[0] if args else kwargs.get("input_ids", kwargs.get("inputs"))
+            if isinstance(input_ids, torch.Tensor) and input_ids.dim() == 2:
+                check_one_memory_per_row(video_memory, input_ids.shape[0])
             outputs = dict(kwargs.pop("mm_encoder_outputs", None) or {})
             if outputs.get("video") is not None:
                 raise ValueError("pass either video_memory or mm_encoder_outputs['video'], not both")
@@ -478,6 +494,27 @@ for _ours, _theirs in (
     ("FlashVStreamQwen2VLModel", "Qwen2VLModel"),
 ):
     register_checkpoint_conversion_mapping(_ours, get_checkpoint_conversion_mapping(_theirs), overwrite=True)
+
+
+def as_memory_list(video_memory: VideoMemories) -> list[FlashVStreamQwen2VLMemory]:
+    """`video_memory` as a list of memories (one per batch row); a `TypeError` for anything else."""
+    memories = [video_memory] if isinstance(video_memory, FlashVStreamQwen2VLMemory) else video_memory
+    if not isinstance(memories, (list, tuple)) or not memories:
+        raise TypeError(
+            "video_memory must be a FlashVStreamQwen2VLMemory or a non-empty list of them (one per batch row), "
+            f"got {type(video_memory).__name__}"
+        )
+    for memory in memories:
+        if not isinstance(memory, FlashVStreamQwen2VLMemory):
+            raise TypeError(f"video_memory must hold FlashVStreamQwen2VLMemory objects, got {type(memory).__name__}")
+    return list(memories)
+
+
+def check_one_memory_per_row(video_memory: VideoMemories, rows: int) -> None:
+    """A list of memories must give one memory to each of the batch's `rows` (a single memory serves one row)."""
+    count = len(as_memory_list(video_memory))
+    if isinstance(video_memory, (list, tuple)) and count != rows:
+        raise ValueError(f"video_memory holds {count} memories for {rows} rows of input_ids: one memory per row")
 
 
 def first_non_finite_frame(full: torch.Tensor, low: torch.Tensor) -> int | None:
