@@ -173,6 +173,21 @@ def test_index_builds_what_one_process_builds_resumes_and_records_bad_videos(ray
     assert "fps: 2.0 then, 1.0 now" in capsys.readouterr().err
 
 
+def test_index_builds_v2_memories_and_a_rerun_skips_them(ray_address, videos, tmp_path, capsys):
+    from flash_vstream_hf.qwen2vl.memory_flash_vstream_qwen2vl import FlashVStreamQwen2VLMemory
+    from flash_vstream_hf.tiny.qwen2vl import save_tiny_qwen2vl
+
+    out, model = tmp_path / "v2-memories", save_tiny_qwen2vl(tmp_path / "v2")
+    argv = [str(videos / "a.mp4"), "--out", str(out), "--model", model, "--fps", "2", "--actors", "1"]
+    assert index(argv) == 0
+    assert "index: 1 done, 0 skipped (already built), 0 failed; 8 frames" in capsys.readouterr().out
+    built = (out / "a.safetensors").read_bytes()
+    assert FlashVStreamQwen2VLMemory.load(out / "a.safetensors").frames_seen == 8
+    assert index(argv) == 0  # the v2 file is recognised as complete: nothing is built again
+    assert "index: 0 done, 1 skipped (already built), 0 failed" in capsys.readouterr().out
+    assert (out / "a.safetensors").read_bytes() == built
+
+
 def test_index_joins_a_running_cluster_with_address(ray_address, videos, tmp_path):
     out = tmp_path / "joined"
     command = [sys.executable, "-m", "flash_vstream_hf", "index", str(videos / "a.mp4"), "--out", str(out),

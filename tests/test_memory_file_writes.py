@@ -1,5 +1,5 @@
-"""How both families write memory files: atomically, synced before the rename, with the umask's mode, safe from a
-second writer of the same path, and sweeping what a killed writer left behind."""
+"""How both families write memory files (atomically, synced before the rename, with the umask's mode, safe from a
+second writer of the same path, sweeping what a killed writer left behind), and which family reads one back."""
 
 import os
 import signal
@@ -143,3 +143,25 @@ def test_a_v2_save_killed_half_way_leaves_the_previous_file_and_the_next_save_sw
     assert loaded.frames_seen in (5, 3000)
     previous.save(path)
     assert not leftovers(path) and FlashVStreamQwen2VLMemory.load(path).frames_seen == 5
+
+
+@pytest.mark.parametrize("memory", FAMILIES, indirect=True)
+def test_a_memory_file_loads_with_the_family_that_wrote_it(memory, tmp_path):
+    from flash_vstream_hf.families import load_memory
+
+    memory.save(tmp_path / "memory.safetensors")
+    loaded = load_memory(tmp_path / "memory.safetensors")
+    assert type(loaded) is memory_class(memory) and loaded.frames_seen == memory.frames_seen
+
+
+def test_a_file_of_neither_family_is_refused_naming_its_format(tmp_path):
+    from safetensors.torch import save_file
+
+    from flash_vstream_hf.families import load_memory
+
+    save_file({"weight": torch.zeros(2)}, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="not a Flash-VStream memory file \\(format 'pt'\\)"):
+        load_memory(tmp_path / "model.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 16)
+    with pytest.raises(ValueError, match="not a readable safetensors memory file"):
+        load_memory(tmp_path / "junk.safetensors")

@@ -47,13 +47,23 @@ def write_atomically(path: str | os.PathLike, tensors: dict[str, torch.Tensor], 
 def read_tensors(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     """The metadata and tensors (on the CPU) of the safetensors file `path`; `FileNotFoundError` when there is no
     such file, `ValueError` when it is not a readable safetensors file. Nothing in them is checked yet."""
+    return _read(path, with_tensors=True)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata of the safetensors file `path`, without reading its tensors; errors as `read_tensors`."""
+    return _read(path, with_tensors=False)[0]
+
+
+def _read(path: str | os.PathLike, with_tensors: bool) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no memory file at {path}")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+            # safe_open is not iterable: its keys() are
+            tensors = {name: f.get_tensor(name) for name in f.keys()} if with_tensors else {}  # noqa: SIM118
     except Exception as error:  # safetensors raises its own error types for corrupt headers
         raise ValueError(f"{path} is not a readable safetensors memory file: {error}") from error
     return metadata, tensors
@@ -84,4 +94,4 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-__all__ = ["read_tensors", "write_atomically"]
+__all__ = ["read_metadata", "read_tensors", "write_atomically"]

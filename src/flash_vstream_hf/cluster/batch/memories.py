@@ -4,7 +4,7 @@ resumable. The Ray job (`index.py`) runs `build_memory_file` in each actor.
 A memory is built by the single-process streaming path, `StreamingSession` (no second copy of ingest): the video
 is played as fast as it can be ingested into a fresh memory seeded with `seed`, one frame per vision-tower call
 (as `flash-vstream eval` does: a differently batched vision tower differs in the last bits, so a memory must not
-depend on how fast the machine was), and saved with `FlashVStreamMemory.save` (a temporary file beside the
+depend on how fast the machine was), and saved with the memory's `save` (a temporary file beside the
 target, synced, then `os.replace`d over it: an existing file is always complete). The same video, fps and seed
 give the same tensors in any process.
 """
@@ -116,17 +116,16 @@ def build_memory_file(model, processor, video: str, output: str | os.PathLike, *
 
 
 def complete_memory_file(path: str | os.PathLike) -> int | None:
-    """The frame count of the memory file at `path` when it is there and loads (every check of
-    `load_memory_file`), else None."""
-    from ...modeling.memory_file_flash_vstream import load_memory_file
+    """The frame count of the memory file at `path` when it is there and loads (every check of its family's
+    `load`, v1 or v2), else None."""
+    from ...families import load_memory
 
     if not os.path.isfile(path):
         return None
     try:
-        _, state = load_memory_file(path)
+        return load_memory(path).frames_seen
     except (ValueError, OSError):
         return None
-    return state.frames_seen
 
 
 def check_settings(folder: Path, settings: dict) -> str | None:
