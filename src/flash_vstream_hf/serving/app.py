@@ -97,20 +97,25 @@ class ServeApp:
         blocks = self.blocks
         blocks.queue(default_concurrency_limit=None)
         options = {"ssr_mode": False, "show_error": True, "quiet": True, **kwargs}
-        _, url, _ = blocks.launch(
-            server_name=host,
-            server_port=port,
-            prevent_thread_lock=True,
-            allowed_paths=[str(self.playback.folder)],
-            **options,
-        )
-        self.url = url
-        logger.info("serving on %s", url)
-        if block:
-            try:
+        try:
+            # The server listens, and the page answers, before gradio's launch() returns: a Ctrl-C (or any error)
+            # from then on must stop it too, or its threads would keep the process alive.
+            _, url, _ = blocks.launch(
+                server_name=host,
+                server_port=port,
+                prevent_thread_lock=True,
+                allowed_paths=[str(self.playback.folder)],
+                **options,
+            )
+            self.url = url
+            logger.info("serving on %s", url)
+            if block:
                 blocks.block_thread()
-            finally:
-                self.close()
+        except BaseException:
+            self.close()
+            raise
+        if block:
+            self.close()
         return url
 
     def close(self) -> None:
