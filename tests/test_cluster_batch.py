@@ -241,3 +241,21 @@ def test_eval_on_ray_gives_the_single_process_results_and_resumes(ray_address, v
     assert {key: stable(record) for key, record in again.items()} == {
         key: stable(record) for key, record in one.items()
     }
+
+
+def test_eval_on_ray_of_a_v2_folder_gives_the_single_process_results(ray_address, tmp_path, capsys):
+    from flash_vstream_hf.tiny.qwen2vl import save_tiny_qwen2vl
+
+    bench = tmp_path / "bench"
+    export = argparse.Namespace(output=str(bench), streams=2, length=8, per_family=1, first_seed=0)
+    assert export_synthetic.run(export) == 0
+    argv = [str(bench / "test_qa.json"), "--format", "rvs", "--videos", str(bench / "videos"),
+            "--model", save_tiny_qwen2vl(tmp_path / "v2"), "--max-new-tokens", "3", "--no-progress"]  # fmt: skip
+    assert run_eval([*argv, "--output", str(tmp_path / "one")]) == 0
+    assert run_eval([*argv, "--output", str(tmp_path / "ray"), "--ray", "--actors", "2"]) == 0
+    capsys.readouterr()
+    one, on_ray = (read_predictions(tmp_path / name / "predictions.jsonl") for name in ("one", "ray"))
+    assert len(one) == len(json.loads((bench / "test_qa.json").read_text())) >= 6
+    assert {key: stable(record) for key, record in on_ray.items()} == {
+        key: stable(record) for key, record in one.items()
+    }
