@@ -17,10 +17,15 @@ from .serve_helpers import free_port, wait_until
 def test_serve_binds_to_loopback_and_stops_on_ctrl_c(tmp_path):
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONFAULTHANDLER": "1"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "flash_vstream_hf", "serve", "--model", "tiny", "--port", str(port), "--threads", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
+    # A terminal's Ctrl-C reaches serve with SIGINT's default action; a test run started in the background (`cmd &`
+    # in a script) ignores SIGINT, which its children inherit. A handled signal is reset to its default at exec.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        command = ["serve", "--model", "tiny", "--port", str(port), "--threads", "1"]
+        server = subprocess.Popen([sys.executable, "-m", "flash_vstream_hf", *command],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     try:
 
         def page() -> str:
