@@ -146,25 +146,32 @@ def test_pushed_frames_are_checked_and_a_full_queue_says_push_later(tmp_path, vi
     assert not_push.value.status == 409
 
 
-def test_questions_about_several_streams_arriving_together_are_answered_in_one_batch(tmp_path, videos):
-    host = StreamHost("a", settings(tmp_path, videos))
-    for stream_id, source in (("one", "walk.mp4"), ("two", "short.mp4"), ("three", "walk.mp4")):
-        host.open_stream({"stream_id": stream_id, "kind": "file", "source": source})
-        wait(host, stream_id)
-    alone = {sid: host._streams[sid].session.ask(QUESTION, max_new_tokens=4).text for sid in ("one", "two", "three")}
-    batches_before, answers, start = host.batcher.batches, {}, threading.Barrier(3)
+def assert_asked_together_as_alone(host: StreamHost, stream_ids: list[str]) -> dict[str, dict]:
+    """Asks QUESTION about each stream alone, then about all of them at once from as many threads: the answers
+    at once come from one batch and equal the ones alone. Returns the answers at once, by stream id."""
+    alone = {sid: host._streams[sid].session.ask(QUESTION, max_new_tokens=4).text for sid in stream_ids}
+    batches_before, answers, start = host.batcher.batches, {}, threading.Barrier(len(stream_ids))
 
     def ask(stream_id):
         start.wait()
         answers[stream_id] = host.ask(stream_id, QUESTION, 4)
 
-    threads = [threading.Thread(target=ask, args=(sid,)) for sid in alone]
+    threads = [threading.Thread(target=ask, args=(sid,)) for sid in stream_ids]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(120)
     assert host.batcher.batches - batches_before == 1
     assert {sid: answer["answer"] for sid, answer in answers.items()} == alone
+    return answers
+
+
+def test_questions_about_several_streams_arriving_together_are_answered_in_one_batch(tmp_path, videos):
+    host = StreamHost("a", settings(tmp_path, videos))
+    for stream_id, source in (("one", "walk.mp4"), ("two", "short.mp4"), ("three", "walk.mp4")):
+        host.open_stream({"stream_id": stream_id, "kind": "file", "source": source})
+        wait(host, stream_id)
+    answers = assert_asked_together_as_alone(host, ["one", "two", "three"])
     assert answers["two"]["frames_seen"] == 12 and answers["one"]["frames_seen"] == 40
     with pytest.raises(ApiError) as unknown:
         host.ask("nope", QUESTION)
@@ -180,20 +187,7 @@ def test_a_host_of_a_v2_model_batches_questions_checkpoints_and_resumes(tmp_path
     for stream_id, source in (("one", "walk.mp4"), ("two", "short.mp4")):
         host.open_stream({"stream_id": stream_id, "kind": "file", "source": source})
         wait(host, stream_id)
-    alone = {sid: host._streams[sid].session.ask(QUESTION, max_new_tokens=4).text for sid in ("one", "two")}
-    batches_before, answers, start = host.batcher.batches, {}, threading.Barrier(2)
-
-    def ask(stream_id):
-        start.wait()
-        answers[stream_id] = host.ask(stream_id, QUESTION, 4)
-
-    threads = [threading.Thread(target=ask, args=(sid,)) for sid in alone]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert host.batcher.batches - batches_before == 1
-    assert {sid: answer["answer"] for sid, answer in answers.items()} == alone
+    assert_asked_together_as_alone(host, ["one", "two"])
     host.close_stream("one", forget=False)
     checkpoint = read_checkpoint(CheckpointStore(tmp_path / "store"), "one")
     assert checkpoint.frames_seen == 40  # flushed when it closed

@@ -316,15 +316,18 @@ def test_one_generate_over_several_streams_memories_gives_each_row_its_answer_al
         model.generate(input_ids=input_ids, attention_mask=attention_mask, video_memory=memories[:2], max_new_tokens=1)
 
 
-def test_answer_together_batches_questions_about_v2_streams_as_asked_one_at_a_time(model, processor):
+def test_answer_together_batches_questions_about_v2_streams_as_asked_one_at_a_time(model, processor, monkeypatch):
     from flash_vstream_hf.streaming import StreamSnapshot, answer_together
     from flash_vstream_hf.streaming.answering import generate_answer
 
+    # the tiny vocabulary decodes the random model's tokens to nothing: compare the token ids themselves
+    monkeypatch.setattr(processor, "decode", lambda ids, **kwargs: " ".join(str(int(i)) for i in ids))
     snapshots = [StreamSnapshot(streamed(model, random_features(n, seed=n), "bounded"), float(n)) for n in (1, 5, 12)]
     kwargs = {"max_new_tokens": 4, "do_sample": False}
     alone = [generate_answer(model, processor, "what is moving here ?", snap, kwargs, 0.0) for snap in snapshots]
     together = answer_together(model, processor, [("what is moving here ?", snap) for snap in snapshots], kwargs)
     assert [(a.text, a.new_tokens, a.frames) for a in together] == [(a.text, a.new_tokens, a.frames) for a in alone]
+    assert all(len(a.text.split()) == a.new_tokens == 4 for a in together)
 
 
 @pytest.mark.parametrize("mode", ["bounded", "faithful"])

@@ -62,8 +62,8 @@ def _read(path: str | os.PathLike, with_tensors: bool) -> tuple[dict[str, str], 
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
-            # safe_open is not iterable: its keys() are
             tensors = {name: f.get_tensor(name) for name in f.keys()} if with_tensors else {}  # noqa: SIM118
+            # (SIM118: safe_open is not iterable, only its keys() are)
     except Exception as error:  # safetensors raises its own error types for corrupt headers
         raise ValueError(f"{path} is not a readable safetensors memory file: {error}") from error
     return metadata, tensors

@@ -512,9 +512,10 @@ def as_memory_list(video_memory: VideoMemories) -> list[FlashVStreamQwen2VLMemor
 
 def check_one_memory_per_row(video_memory: VideoMemories, rows: int) -> None:
     """A list of memories must give one memory to each of the batch's `rows` (a single memory serves one row)."""
-    count = len(as_memory_list(video_memory))
-    if isinstance(video_memory, (list, tuple)) and count != rows:
-        raise ValueError(f"video_memory holds {count} memories for {rows} rows of input_ids: one memory per row")
+    if isinstance(video_memory, (list, tuple)) and len(video_memory) != rows:
+        raise ValueError(
+            f"video_memory holds {len(video_memory)} memories for {rows} rows of input_ids: one memory per row"
+        )
 
 
 def first_non_finite_frame(full: torch.Tensor, low: torch.Tensor) -> int | None:
