@@ -110,9 +110,16 @@ def test_a_killed_owner_process_is_replaced_and_the_file_stream_ends_as_if_nothi
 
 
 def test_a_removed_node_moves_its_streams_to_the_live_one(running, uninterrupted):
-    cluster, worker, _, client = running
+    cluster, worker, runtime, client = running
     worker_node = worker.node_id
-    files = ("node-a", "node-b", "node-c")  # least-loaded placement puts at least one on each host (one per node)
+    # Least-loaded placement puts at least one of these on each host (one per node), once the registry sees both
+    # hosts alive: a host the previous test killed may still be restarting, and then every stream goes to the other.
+    def hosts_on_both_nodes() -> bool:
+        alive = ray.get(runtime.registry.hosts_alive.remote())
+        return len(alive) == 2 and worker_node in {host["node_id"] for host in alive.values()}
+
+    wait_for(hosts_on_both_nodes, what="both hosts alive")
+    files = ("node-a", "node-b", "node-c")
     for stream_id in files:
         body = {"source": "walk.mp4", "stream_id": stream_id, "speed": SPEED}
         assert client.post("/v1/streams", json=body).status_code == 201
